@@ -1,0 +1,268 @@
+"""The module's main loop: owns the link, answers commands, streams events and RAW frames.
+
+Hardware comes in as a HAL object (``hal_sim.SimHal`` in the simulator); the app never
+imports ``machine`` or ``board``. Three cooperative tasks share the CPU:
+
+- control (every ``_TICK_MS``): ring -> lens, attach, power rail, thermal, telemetry events;
+- link: reads commands and answers them;
+- capture: streams one RAW frame in chunks, yielding between chunks so the control tick
+  keeps its period (a detach cuts the rail and stops streaming in the same tick).
+
+Usage::
+
+    app = App(hal, StdioTransport(), descriptor_json)
+    asyncio.run(app.run())
+"""
+
+import json
+
+from magcam_fw import FIRMWARE_VERSION, protocol as P
+from magcam_fw.attach import AttachDetector, ATTACHED
+from magcam_fw.compat import asyncio, const, sleep_ms, ticks_diff, ticks_ms
+from magcam_fw.encoder import QuadratureDecoder
+from magcam_fw.focus import Focus
+from magcam_fw.link import Link
+from magcam_fw.power import PowerRail, ON
+from magcam_fw.thermal import Thermal, SUSPENDED
+
+_TICK_MS = const(10)
+_LINK_MS = const(2)
+_BEACON_MS = const(1000)
+_SESSION_TIMEOUT_MS = const(5000)
+_POWER_EVERY_MS = const(500)
+_THERMAL_EVERY_MS = const(1000)
+_LINK_EVERY_MS = const(2000)
+_SENSOR_TIMEOUT_MS = const(20000)
+_MIN_PAYLOAD = const(4096)  # descriptor JSON and replies must fit too
+
+
+class App:
+    def __init__(self, hal, transport, descriptor_json, chunk_size=P.CHUNK_SIZE):
+        self.hal = hal
+        self.descriptor = json.loads(descriptor_json)
+        self._descriptor_json = descriptor_json
+        self.link = Link(transport, chunk_size, _MIN_PAYLOAD)
+        if len(descriptor_json) > self.link.max_payload:
+            raise ValueError("descriptor too large for one message")
+        sensor = self.descriptor["sensor"]
+        lens = self.descriptor["lens"]
+        self._cfa = P.CFA_NAMES.index(sensor["cfa"])
+        self.encoder = QuadratureDecoder(hal.ring_a, hal.ring_b)
+        self.encoder.attach()
+        self.focus = Focus(hal.lens_actuator, lens["position_min"], lens["position_max"])
+        self.attach = AttachDetector(hal.hall, hal.vbus)
+        self.rail = PowerRail(hal.set_rail, self.descriptor.get("power"))
+        self.thermal = Thermal()
+        self._t0 = ticks_ms()
+        self.session = 0  # link session id; 0 while no host is connected
+        self._sessions = 0
+        self._host_seen = 0
+        self._last_cmd_seq = -1
+        self._last_reply = None
+        self._frame_id = 0
+        self._capturing = False
+        self._abort = False
+        self._chunk = bytearray(chunk_size)
+        self._mc = hal.read_temp_mc()
+        self._mv = 0
+        self._ma = 0
+        self._velocity = 0
+        self._last_count = 0
+        self._next_power = self._next_thermal = self._next_link = self._next_beacon = 0
+        self.running = True
+
+    def now(self):
+        return ticks_diff(ticks_ms(), self._t0)
+
+    # ---- outgoing ---------------------------------------------------------------------
+    def _event(self, mtype, values, tail=None):
+        if self.session:
+            self.link.send(mtype, values, tail)
+
+    def _hello(self):
+        lk = self.link
+        self.link.send(
+            P.HELLO,
+            (P.VERSION, self.session, self.now(), lk.max_payload, lk.chunk_size),
+            FIRMWARE_VERSION,
+        )
+
+    def _snapshot(self):
+        t = self.now()
+        self._event(P.EV_ATTACH, (t, self.attach.state, self.attach.session))
+        self._event(P.EV_POWER, (t, self.rail.state, self._mv, self._ma, self.rail.limits["budget_mw"]))
+        self._event(P.EV_THERMAL, (t, self._mc, self.thermal.state))
+        self._event(P.EV_ENCODER, (t, self.encoder.value(), self.focus.position, 0, self.focus.flags))
+
+    # ---- control ----------------------------------------------------------------------
+    def control_tick(self):
+        """One control period. Safety first: readings -> rail decision -> events."""
+        hal = self.hal
+        now = self.now()
+        attach_changed = self.attach.update(now)
+        self._mv, self._ma = hal.read_power()
+        self._mc = hal.read_temp_mc()
+        before = self.rail.state
+        cause = self.rail.update(self.attach.attached, self._mv, self._ma, self._mc, now)
+        if self.rail.state != ON and self._capturing:
+            self._abort = True  # the sensor lost power: stop streaming in this same tick
+        if attach_changed:
+            self._event(P.EV_ATTACH, (now, self.attach.state, self.attach.session))
+        if cause:
+            self._event(P.EV_FAULT, (now, cause, self.rail.last_value, self.rail.faults))
+        if self.rail.state != before or ticks_diff(now, self._next_power) >= 0:
+            self._next_power = now + _POWER_EVERY_MS
+            self._event(P.EV_POWER, (now, self.rail.state, self._mv, self._ma, self.rail.limits["budget_mw"]))
+        if self.thermal.update(self._mc) or ticks_diff(now, self._next_thermal) >= 0:
+            self._next_thermal = now + _THERMAL_EVERY_MS
+            self._event(P.EV_THERMAL, (now, self._mc, self.thermal.state))
+            if self.thermal.state == SUSPENDED and self._capturing:
+                self._abort = True
+        count = self.encoder.value()
+        delta = count - self._last_count
+        self._last_count = count
+        # Counts per second, smoothed over a few ticks.
+        self._velocity = (self._velocity * 7 + delta * (1000 // _TICK_MS) * 3) // 10
+        if self.focus.update(count) or delta:
+            self._event(P.EV_ENCODER, (now, count, self.focus.position, self._velocity, self.focus.flags))
+        if self.session:
+            if ticks_diff(now, self._host_seen) > _SESSION_TIMEOUT_MS:
+                self.session = 0  # host went away: stop streaming, beacon again
+            elif ticks_diff(now, self._next_link) >= 0:
+                self._next_link = now + _LINK_EVERY_MS
+                self._event(P.EV_LINK, self.link.stats(now))
+        elif ticks_diff(now, self._next_beacon) >= 0:
+            self._next_beacon = now + _BEACON_MS
+            self._hello()
+
+    async def _control_task(self):
+        while self.running:
+            self.control_tick()
+            await sleep_ms(_TICK_MS)
+
+    # ---- commands ---------------------------------------------------------------------
+    def _reply(self, seq, ok, value=0, text=None):
+        if ok:
+            wire = self.link.encode(P.ACK, (seq, value), text)
+        else:
+            wire = self.link.encode(P.NAK, (seq, value), text)
+        self._last_cmd_seq = seq
+        self._last_reply = wire
+        self.link.write(wire)
+
+    def on_message(self, mtype, seq, payload):
+        self._host_seen = self.now()
+        if mtype == P.CMD_CONNECT:
+            msg = P.unpack(mtype, payload)
+            if msg["version"] != P.VERSION:
+                self._reply(seq, False, P.NAK_VERSION, "device speaks protocol v%d" % P.VERSION)
+                return
+            if seq != self._last_cmd_seq or not self.session:
+                self._sessions += 1
+                self.session = self._sessions
+                self.hal.on_connect()
+            self._reply(seq, True, self.session)
+            self._hello()
+            self.link.send(P.DESCRIPTOR, (), self._descriptor_json)
+            self._snapshot()
+            return
+        if seq == self._last_cmd_seq and self._last_reply is not None:
+            self.link.write(self._last_reply)  # a retry: answer again, do not act twice
+            return
+        if not self.session:
+            self._reply(seq, False, P.NAK_NO_SESSION, "send CONNECT first")
+            return
+        if mtype == P.CMD_PING:
+            self._reply(seq, True, self.now())
+        elif mtype == P.CMD_GET_DESCRIPTOR:
+            self._reply(seq, True, len(self._descriptor_json))
+            self.link.send(P.DESCRIPTOR, (), self._descriptor_json)
+        elif mtype == P.CMD_CAPTURE:
+            self._start_capture(seq, P.unpack(mtype, payload))
+        elif mtype == P.CMD_SET_LENS:
+            self.focus.move_to(P.unpack(mtype, payload)["position"])
+            self._reply(seq, True, self.focus.position)
+        elif mtype == P.CMD_DISCONNECT:
+            self._reply(seq, True, self.session)
+            self.session = 0
+        else:
+            self._reply(seq, False, P.NAK_UNKNOWN, "unknown command 0x%02x" % mtype)
+
+    def _start_capture(self, seq, c):
+        why = P.check_capture(c["width"], c["height"], c["exposure_us"], c["analog_gain"])
+        if why:
+            self._reply(seq, False, P.NAK_BAD_ARGS, why)
+        elif self.attach.state != ATTACHED or self.rail.state != ON:
+            self._reply(seq, False, P.NAK_NOT_ATTACHED, "sensor rail is off (module detached or faulted)")
+        elif self.thermal.state == SUSPENDED:
+            self._reply(seq, False, P.NAK_BUSY, "streaming suspended: too hot")
+        elif self._capturing or self.hal.sensor is None:
+            self._reply(seq, False, P.NAK_BUSY, "capture in progress")
+        else:
+            self._frame_id += 1
+            self._capturing = True
+            self._abort = False
+            self._reply(seq, True, self._frame_id)
+            asyncio.create_task(self._capture(self._frame_id, c))
+
+    async def _link_task(self):
+        while self.running:
+            if not self.link.poll(self.on_message):
+                self.running = False  # the host side of the stream is gone for good
+                break
+            await sleep_ms(_LINK_MS)
+
+    # ---- capture ----------------------------------------------------------------------
+    async def _capture(self, frame_id, c):
+        sensor = self.hal.sensor
+        w, h = c["width"], c["height"]
+        total = w * h * 2
+        status = 0
+        crc = 0
+        sent = 0
+        try:
+            t_exp = self.now()
+            sensor.start(w, h, c["exposure_us"], c["analog_gain"], frame_id, self.focus.position)
+            while not sensor.ready():
+                if self._abort or ticks_diff(self.now(), t_exp) > _SENSOR_TIMEOUT_MS:
+                    status = 1 if self._abort else 2
+                    break
+                await sleep_ms(_LINK_MS)
+            if status == 0 and sensor.frame_bytes() != total:
+                status = 2
+            if status == 0:
+                s = self.descriptor["sensor"]
+                self.link.send(
+                    P.FRAME_BEGIN,
+                    (frame_id, w, h, self._cfa, s["bits"], s["black_level"], s["white_level"],
+                     c["exposure_us"], c["analog_gain"], t_exp, self.focus.position, total, self.link.chunk_size),
+                )
+                chunk = self._chunk
+                view = memoryview(chunk)
+                while sent < total:
+                    if self._abort:
+                        status = 1
+                        break
+                    n = sensor.readinto(view[: min(len(chunk), total - sent)])
+                    if n <= 0:
+                        status = 2
+                        break
+                    crc = P.crc32(view[:n], crc)
+                    self.link.send(P.FRAME_CHUNK, (frame_id, sent), view[:n])
+                    sent += n
+                    await sleep_ms(0)
+        finally:
+            if status:
+                sensor.abort()
+            self.link.send(P.FRAME_END, (frame_id, sent, crc, status))
+            self._capturing = False
+
+    # ---- run --------------------------------------------------------------------------
+    async def run(self):
+        tasks = [asyncio.create_task(self._control_task()), asyncio.create_task(self._link_task())]
+        for coro in self.hal.tasks():
+            tasks.append(asyncio.create_task(coro))
+        while self.running:
+            await sleep_ms(50)
+        for t in tasks:
+            t.cancel()

@@ -1,0 +1,126 @@
+"""Simulated HAL: virtual pins and sensors for the MicroPython unix port.
+
+The scenario (``scenario.Player``) drives the pins and readings; the image sensor is a
+separate process (the host's ``magcam sim``) reached through two FIFOs, the way a real MCU
+reaches its sensor through a bus: a request line out, a sample stream back.
+
+Usage::
+
+    hal = SimHal(sensor_dir="/tmp/sim")      # sensor_dir holds sensor.req / sensor.resp
+    hal.hall.value(0)                         # what a scenario "detach" does
+"""
+
+import json
+import select
+
+from magcam_fw.compat import const
+
+_RAIL_OHMS_X1000 = const(150)  # 0.15 ohm from VBUS through the load switch: droop under load
+_STATUS_HDR = const(8)
+
+
+class VirtualPin:
+    """A pin whose level the scenario sets; ``irq`` handlers fire on each change, as on a board."""
+
+    def __init__(self, level=0):
+        self._v = level
+        self._handler = None
+
+    def value(self, v=None):
+        if v is None:
+            return self._v
+        v = 1 if v else 0
+        if v != self._v:
+            self._v = v
+            if self._handler:
+                self._handler(self)
+
+    def irq(self, handler=None, trigger=3):
+        self._handler = handler
+
+
+class SimSensor:
+    """Client of the virtual sensor: request a frame, then read its samples in chunks."""
+
+    def __init__(self, sensor_dir):
+        self._req = open(sensor_dir + "/sensor.req", "wb")
+        self._resp = open(sensor_dir + "/sensor.resp", "rb")
+        self._poll = select.poll()
+        self._poll.register(self._resp, select.POLLIN)
+        self._hdr = bytearray(_STATUS_HDR)
+        self._left = -1  # bytes of the current frame not yet read; -1 before the header
+
+    def start(self, width, height, exposure_us, gain, frame_id, lens):
+        req = {"w": width, "h": height, "exposure_us": exposure_us, "gain": gain, "frame_id": frame_id, "lens": lens}
+        self._req.write(json.dumps(req).encode() + b"\n")
+        self._req.flush()
+        self._left = -1
+
+    def ready(self):
+        if self._left >= 0:
+            return True
+        if not self._poll.poll(0):
+            return False
+        self._resp.readinto(self._hdr)
+        status = self._hdr[0] | (self._hdr[1] << 8)
+        n = self._hdr[4] | (self._hdr[5] << 8) | (self._hdr[6] << 16) | (self._hdr[7] << 24)
+        self._left = n if status == 0 else 0
+        return True
+
+    def frame_bytes(self):
+        return self._left
+
+    def readinto(self, view):
+        n = min(len(view), self._left)
+        if n <= 0:
+            return 0
+        got = self._resp.readinto(view[:n]) if n < len(view) else self._resp.readinto(view)
+        self._left -= got
+        return got
+
+    def abort(self):
+        # Drain what the sensor already sent so the next frame starts clean.
+        buf = bytearray(4096)
+        while self._left > 0:
+            got = self._resp.readinto(memoryview(buf)[: min(4096, self._left)])
+            if not got:
+                break
+            self._left -= got
+        self._left = -1
+
+
+class SimHal:
+    def __init__(self, sensor_dir=None, scenario=None):
+        self.ring_a = VirtualPin(0)
+        self.ring_b = VirtualPin(0)
+        self.hall = VirtualPin(1)  # starts attached: snapped onto the phone
+        self.vbus = VirtualPin(1)
+        self.vbus_mv = 5000
+        self.load_ma = 250
+        self.temp_mc = 30000
+        self.rail_on = False
+        self.lens = 0
+        self.sensor = SimSensor(sensor_dir) if sensor_dir else None
+        self.scenario = scenario
+
+    def set_rail(self, on):
+        self.rail_on = bool(on)
+
+    def lens_actuator(self, position):
+        self.lens = position
+
+    def read_power(self):
+        """(mV, mA) as the rail's current/voltage monitor reads them."""
+        mv = self.vbus_mv if self.vbus.value() else 0
+        ma = self.load_ma if (self.rail_on and mv) else 0
+        return max(mv - ma * _RAIL_OHMS_X1000 // 1000, 0), ma
+
+    def read_temp_mc(self):
+        return self.temp_mc
+
+    def on_connect(self):
+        if self.scenario:
+            self.scenario.start()
+
+    def tasks(self):
+        return [self.scenario.run(self)] if self.scenario else []
