@@ -1,0 +1,378 @@
+"""Host end of the magcam protocol over pyserial.
+
+A reader thread decodes everything the device sends; commands wait for their ACK/NAK and are
+retried with the same sequence number (the device answers a retry without acting twice);
+events go to a bounded queue; RAW frames are assembled, bounded by the protocol's caps, and
+checked (contiguous chunks, byte count, CRC-32) before anyone sees them.
+
+Usage::
+
+    with Link("/dev/ttyACM0") as link:
+        hello = link.open_session()
+        ack = link.command(protocol.CMD_PING)
+        ev = link.next_event(timeout=1.0)
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import threading
+import time
+
+import numpy as np
+import serial
+
+from magcam_fw import protocol as P
+
+from .events import to_event
+from .frame import RawFrame
+
+
+class LinkError(RuntimeError):
+    """The link failed: closed, timed out, or the device broke the protocol."""
+
+
+class LinkClosed(LinkError):
+    pass
+
+
+class CommandTimeout(LinkError):
+    pass
+
+
+class CommandRejected(LinkError):
+    def __init__(self, command: str, code: int, message: str):
+        name = P.NAK_NAMES[code] if 0 <= code < len(P.NAK_NAMES) else str(code)
+        super().__init__(f"{command} rejected by the device: {name}: {message}")
+        self.code = code
+        self.reason = name
+        self.message = message
+
+
+class FrameError(LinkError):
+    """A frame arrived broken or was aborted; ``frame_id`` says which."""
+
+    def __init__(self, frame_id: int, reason: str):
+        super().__init__(f"frame {frame_id}: {reason}")
+        self.frame_id = frame_id
+        self.reason = reason
+
+
+class _Assembly:
+    def __init__(self, hdr: dict):
+        self.hdr = hdr
+        self.buf = np.empty(hdr["total_bytes"], dtype=np.uint8)
+        self.received = 0
+        self.crc = 0
+
+
+class Link:
+    HEARTBEAT_S = 1.0
+
+    def __init__(self, port: str, *, baudrate: int = 115200, event_queue: int = 10000,
+                 max_frame_bytes: int = P.MAX_FRAME_BYTES, exclusive: bool = True):
+        try:
+            self.ser = serial.Serial(port, baudrate=baudrate, timeout=0.05, exclusive=exclusive)
+        except (serial.SerialException, OSError) as e:
+            raise LinkError(f"cannot open {port}: {e}") from None
+        self.port = port
+        self.ser.reset_input_buffer()  # stale bytes from before we opened the port
+        self.max_frame_bytes = max_frame_bytes
+        self._dec = P.Decoder()
+        self._enc = P.Encoder(1024)
+        self._seq = random.randrange(1, 0xFFFF)
+        self._wlock = threading.Lock()
+        self._cond = threading.Condition()
+        self._replies: dict[int, dict] = {}
+        self._events: collections.deque = collections.deque(maxlen=event_queue)
+        self.events_dropped = 0
+        self._frames: collections.OrderedDict[int, RawFrame | FrameError] = collections.OrderedDict()
+        self._asm: _Assembly | None = None
+        self.hello: dict | None = None
+        self.descriptor: dict | None = None
+        self.device_seq_gaps = 0
+        self._last_dev_seq: int | None = None
+        self.frame_errors = 0
+        self.retries = 0
+        self.bytes_in = 0
+        self.closed = False
+        self.close_reason = ""
+        self._last_tx = 0.0
+        self._session = False
+        self._reader = threading.Thread(target=self._read_loop, name="magcam-link-rx", daemon=True)
+        self._reader.start()
+        self._beat = threading.Thread(target=self._heartbeat, name="magcam-link-beat", daemon=True)
+        self._beat.start()
+
+    # ---- lifecycle --------------------------------------------------------------------
+    def close(self) -> None:
+        if self._session and not self.closed:
+            try:
+                self.command(P.CMD_DISCONNECT, timeout=0.3, retries=0)
+            except LinkError:
+                pass
+        self._shut("closed by host")
+        self._reader.join(timeout=2)
+        self.ser.close()
+
+    def __enter__(self) -> "Link":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _shut(self, reason: str) -> None:
+        with self._cond:
+            if not self.closed:
+                self.closed = True
+                self.close_reason = reason
+                self._push({"type": "link", "state": "closed", "reason": reason})
+            self._cond.notify_all()
+
+    # ---- sending ----------------------------------------------------------------------
+    def _next_seq(self) -> int:
+        self._seq = (self._seq % 0xFFFF) + 1
+        return self._seq
+
+    def command(self, mtype: int, fields: dict | None = None, *, timeout: float = 0.5, retries: int = 3) -> dict:
+        """Send a command and wait for its ACK; retried on silence, raises on NAK."""
+        name = P.SCHEMA[mtype][0]
+        values, tail = P.pack_fields(mtype, fields or {})
+        with self._wlock:
+            seq = self._next_seq()
+            wire = bytes(self._enc.encode(mtype, seq, values, tail))
+        for attempt in range(retries + 1):
+            if attempt:
+                self.retries += 1
+            self._write(wire)
+            deadline = time.monotonic() + timeout
+            with self._cond:
+                while seq not in self._replies and not self.closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                reply = self._replies.pop(seq, None)
+                if reply is None and self.closed:
+                    raise LinkClosed(f"{name}: link closed ({self.close_reason})")
+            if reply is None:
+                continue
+            if reply["type"] == "nak":
+                raise CommandRejected(name, reply["code"], reply["message"])
+            return reply
+        raise CommandTimeout(f"{name}: no answer from the device after {retries + 1} tries")
+
+    def _write(self, wire: bytes) -> None:
+        try:
+            with self._wlock:
+                self.ser.write(wire)
+                self._last_tx = time.monotonic()
+        except (serial.SerialException, OSError) as e:
+            self._shut(f"write failed: {e}")
+            raise LinkClosed(str(e)) from None
+
+    def open_session(self, timeout: float = 5.0) -> dict:
+        """CONNECT, check versions, and wait for HELLO and the module descriptor."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.command(P.CMD_CONNECT, {"version": P.VERSION, "host": "magcam-host"}, timeout=0.5, retries=0)
+                break
+            except CommandRejected as e:
+                if e.code == P.NAK_VERSION:
+                    raise LinkError(
+                        f"{e.message}, this host speaks protocol v{P.VERSION}: update the firmware "
+                        "(`magcam deploy`) or the host (`pip install -U magcam`)"
+                    ) from None
+                raise
+            except CommandTimeout:
+                if time.monotonic() > deadline:
+                    raise CommandTimeout(f"no magcam device answering on {self.port}") from None
+        with self._cond:
+            while (self.hello is None or self.descriptor is None) and not self.closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise CommandTimeout("device did not send HELLO and its descriptor")
+                self._cond.wait(left)
+        if self.closed:
+            raise LinkClosed(self.close_reason)
+        self._session = True
+        return self.hello
+
+    def _heartbeat(self) -> None:
+        # The device ends a session after 5 s of host silence; keep ours alive.
+        while not self.closed:
+            time.sleep(0.2)
+            if self._session and time.monotonic() - self._last_tx > self.HEARTBEAT_S:
+                try:
+                    self.command(P.CMD_PING, timeout=1.0, retries=0)
+                except LinkError:
+                    pass
+
+    # ---- receiving --------------------------------------------------------------------
+    def _read_loop(self) -> None:
+        while not self.closed:
+            try:
+                data = self.ser.read(max(1, min(self.ser.in_waiting, 1 << 20)))
+            except (serial.SerialException, OSError, TypeError) as e:
+                self._shut(f"device gone: {e}")
+                return
+            if data:
+                self.bytes_in += len(data)
+                self._dec.feed(data, self._on_message)
+
+    def _on_message(self, mtype: int, seq: int, payload: memoryview) -> None:
+        try:
+            msg = P.unpack(mtype, payload)
+        except Exception:  # a type we know with a payload we cannot read: count, go on
+            self._dec.framing_errors += 1
+            return
+        if self._last_dev_seq is not None and seq != (self._last_dev_seq % 0xFFFF) + 1:
+            self.device_seq_gaps += 1
+        self._last_dev_seq = seq
+        kind = msg["type"]
+        with self._cond:
+            if kind in ("ack", "nak"):
+                self._replies[msg["ack_seq"]] = msg
+                if len(self._replies) > 64:  # answers nobody waits for any more
+                    self._replies.pop(next(iter(self._replies)))
+            elif kind == "hello":
+                self.hello = msg
+                self._push(to_event(msg))
+            elif kind == "descriptor":
+                self._on_descriptor(msg)
+            elif kind.startswith("frame_"):
+                self._on_frame_msg(msg)
+            elif mtype < P.CMD_CONNECT:
+                self._push(to_event(msg, self))
+            self._cond.notify_all()
+
+    def _on_descriptor(self, msg: dict) -> None:
+        import json
+
+        try:
+            self.descriptor = json.loads(msg["json"])
+        except ValueError:
+            self._dec.framing_errors += 1
+
+    def _push(self, event: dict) -> None:
+        if len(self._events) == self._events.maxlen:
+            self.events_dropped += 1
+        self._events.append(event)
+
+    def _on_frame_msg(self, msg: dict) -> None:
+        kind = msg["type"]
+        asm = self._asm
+        if kind == "frame_begin":
+            if asm is not None:
+                self._frame_done(asm.hdr["frame_id"], FrameError(asm.hdr["frame_id"], "no FRAME_END before the next frame"))
+            why = P.check_frame_begin(msg)
+            if why is None and msg["total_bytes"] > self.max_frame_bytes:
+                why = f"{msg['total_bytes']} bytes exceeds this host's limit of {self.max_frame_bytes}"
+            if why:
+                self._asm = None
+                self._frame_done(msg["frame_id"], FrameError(msg["frame_id"], f"bad header: {why}"))
+                return
+            self._asm = _Assembly(msg)
+        elif kind == "frame_chunk":
+            if asm is None or msg["frame_id"] != asm.hdr["frame_id"]:
+                return  # a chunk of a frame we are not assembling (its header was lost)
+            data = msg["data"]
+            if msg["offset"] != asm.received or asm.received + len(data) > len(asm.buf):
+                self._asm = None
+                why = "chunk missing or out of place" if msg["offset"] != asm.received else "more data than announced"
+                self._frame_done(asm.hdr["frame_id"], FrameError(asm.hdr["frame_id"], why))
+                return
+            asm.buf[asm.received : asm.received + len(data)] = np.frombuffer(data, dtype=np.uint8)
+            asm.received += len(data)
+            asm.crc = P.crc32(data, asm.crc)
+        elif kind == "frame_end":
+            fid = msg["frame_id"]
+            if asm is None or asm.hdr["frame_id"] != fid:
+                if fid not in self._frames:
+                    self._frame_done(fid, FrameError(fid, "frame header was lost"))
+                return
+            self._asm = None
+            if msg["status"] != 0:
+                status = P.FRAME_STATUS[msg["status"]] if msg["status"] < len(P.FRAME_STATUS) else msg["status"]
+                self._frame_done(fid, FrameError(fid, f"device ended the frame: {status}"))
+            elif asm.received != asm.hdr["total_bytes"] or msg["total_bytes"] != asm.received:
+                self._frame_done(fid, FrameError(fid, f"incomplete: {asm.received} of {asm.hdr['total_bytes']} bytes"))
+            elif msg["crc32"] != asm.crc:
+                self._frame_done(fid, FrameError(fid, "CRC-32 mismatch over the frame"))
+            else:
+                self._frame_done(fid, _to_raw_frame(asm))
+
+    def _frame_done(self, fid: int, result: RawFrame | FrameError) -> None:
+        if isinstance(result, FrameError):
+            self.frame_errors += 1
+        self._frames[fid] = result
+        while len(self._frames) > 8:  # finished frames nobody collected
+            self._frames.popitem(last=False)
+        ev = {"type": "frame", "frame_id": fid, "ok": not isinstance(result, FrameError)}
+        if isinstance(result, RawFrame):
+            ev.update(t=result.timestamp_ms, width=result.width, height=result.height, lens=result.lens_position)
+        else:
+            ev["error"] = result.reason
+        self._push(ev)
+
+    # ---- consumers --------------------------------------------------------------------
+    def next_event(self, timeout: float | None = None) -> dict | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._events:
+                if self.closed:
+                    return None
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._cond.wait(left)
+            return self._events.popleft()
+
+    def wait_frame(self, frame_id: int, timeout: float) -> RawFrame:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while frame_id not in self._frames:
+                if self.closed:
+                    raise LinkClosed(f"frame {frame_id}: link closed ({self.close_reason})")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise FrameError(frame_id, f"not received within {timeout:.1f} s")
+                self._cond.wait(left)
+            result = self._frames.pop(frame_id)
+        if isinstance(result, FrameError):
+            raise result
+        return result
+
+    def stats(self) -> dict:
+        d = self._dec.stats()
+        return {
+            "bytes_in": self.bytes_in,
+            "frames": d["frames"],
+            "crc_errors": d["crc_errors"],
+            "framing_errors": d["framing_errors"],
+            "overflows": d["overflows"],
+            "bytes_dropped": d["bytes_dropped"],
+            "seq_gaps": self.device_seq_gaps,
+            "retries": self.retries,
+            "frame_errors": self.frame_errors,
+            "events_dropped": self.events_dropped,
+        }
+
+
+def _to_raw_frame(asm: _Assembly) -> RawFrame:
+    h = asm.hdr
+    data = asm.buf.view("<u2").reshape(h["height"], h["width"]).astype(np.uint16, copy=False)
+    return RawFrame(
+        data=data,
+        frame_id=h["frame_id"],
+        cfa=P.CFA_NAMES[h["cfa"]],
+        bits=h["bits"],
+        black_level=h["black_level"],
+        white_level=h["white_level"],
+        exposure_us=h["exposure_us"],
+        analog_gain=h["analog_gain"],
+        timestamp_ms=h["timestamp_ms"],
+        lens_position=h["lens_position"],
+    )
