@@ -251,6 +251,9 @@ class App:
                     self.link.send(P.FRAME_CHUNK, (frame_id, sent), view[:n])
                     sent += n
                     await sleep_ms(0)
+        except Exception as e:  # a sensor failure ends this frame, never the app
+            status = 2
+            self.link.send(P.EV_LOG, (self.now(), 3), "capture failed: %r" % e)
         finally:
             if status:
                 sensor.abort()

@@ -52,8 +52,8 @@ class SimSensor:
 
     def start(self, width, height, exposure_us, gain, frame_id, lens):
         req = {"w": width, "h": height, "exposure_us": exposure_us, "gain": gain, "frame_id": frame_id, "lens": lens}
+        # Unbuffered FileIO: no flush(), which is fsync() on the unix port and fails on a FIFO.
         self._req.write(json.dumps(req).encode() + b"\n")
-        self._req.flush()
         self._left = -1
 
     def ready(self):
