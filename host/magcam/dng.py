@@ -1,0 +1,207 @@
+"""Write a RawFrame as a DNG 1.4 file that LibRaw (rawpy), dcraw and exiftool can read.
+
+The file is a single uncompressed IFD0 holding the CFA image (uint16, strips, Photometric CFA)
+plus the DNG colour tags and the shooting metadata. tifffile encodes the TIFF container; this
+module only decides which tags go in it.
+
+Where the metadata lives:
+
+* EXIF shooting tags (ExposureTime, FNumber, ISOSpeedRatings, DateTimeOriginal, FocalLength,
+  LensModel) are in IFD0, as TIFF/EP allows for DNG; tifffile cannot write an EXIF sub-IFD.
+  exiftool reads all of them there; LibRaw and dcraw read all but ISOSpeedRatings (they only
+  look for ISO in an EXIF sub-IFD, so they report ISO 0).
+* ``DateTime`` and ``DateTimeOriginal`` are the host's local time when the file is written.
+* The frame fields with no standard tag go in ImageDescription as 7-bit ASCII JSON::
+
+      {"magcam": {"module": "magcam-m43-35f14", "frame_id": 7, "lens_position": 420,
+                  "timestamp_ms": 123456}}
+
+  (``timestamp_ms`` is the device clock, as the frame header carries it.) Read it back with
+  ``json.loads(tifffile.TiffFile(path).pages[0].description)["magcam"]`` or
+  ``exiftool -ImageDescription``.
+
+Sample values above ``white_level`` are written as they are (hot pixels, overshoot); DNG
+readers treat anything at or above WhiteLevel as clipped. LibRaw and dcraw refuse images under
+22 pixels a side, so tiny test frames are valid DNGs they will not open.
+
+Usage::
+
+    from magcam.dng import write_dng
+    write_dng("capture_0007.dng", frame, descriptor)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from datetime import datetime
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import tifffile
+
+from magcam.atomic import atomic_write
+from magcam.frame import CFA_PATTERNS, RawFrame
+from magcam.pipeline import color
+
+# TIFF field types (tifffile DATATYPE codes), for extra_tags.
+BYTE, ASCII, SHORT, LONG, RATIONAL, SRATIONAL = 1, 2, 3, 4, 5, 10
+
+# CFAPattern colour codes (TIFF/EP): 0 = red, 1 = green, 2 = blue.
+_CFA_CODES = {"R": 0, "G": 1, "B": 2}
+
+# Tags tifffile derives from the image itself (or cannot write); callers may not override them.
+_RESERVED_TAGS = frozenset(tifffile.TIFF.TAG_FILTERED) | {254, 282, 283, 296}
+
+_RATIONAL_DENOMINATOR = 10000
+
+
+def write_dng(
+    path: str | os.PathLike,
+    frame: RawFrame,
+    descriptor: dict,
+    *,
+    software: str = "magcam",
+    extra_tags: Iterable[tuple] | None = None,
+) -> Path:
+    """Write ``frame`` to ``path`` as a DNG 1.4 file, atomically; return the path.
+
+    ``descriptor`` is the module descriptor (make, model, serial, lens, color). ``extra_tags``
+    is a sequence of tifffile tag tuples ``(code, dtype, count, value)`` with ``dtype`` one of
+    this module's TIFF field types (BYTE, ASCII, SHORT, LONG, RATIONAL, SRATIONAL) and
+    (S)RATIONAL values given as flat numerator, denominator pairs, e.g. BaselineExposure -0.5:
+    ``(50730, SRATIONAL, 1, (-1, 2))``. A tag with the same code as one this writer sets
+    replaces it. Raises ValueError for an unusable frame, descriptor or tag before anything
+    is written.
+    """
+    path = Path(path)
+    _check_frame(frame)
+    tags = {tag[0]: tag for tag in _dng_tags(frame, descriptor, software)}
+    for tag in extra_tags or ():
+        if len(tag) != 4:
+            raise ValueError(f"extra tag {tag!r} must be (code, dtype, count, value)")
+        if tag[0] in _RESERVED_TAGS:
+            raise ValueError(f"tag {tag[0]} is set by the writer from the image and cannot be overridden")
+        tags[tag[0]] = tuple(tag)
+    _check_ascii(tags)
+
+    # Encode in memory: tifffile needs a named file, and atomic_write hands out a bare fd.
+    buffer = io.BytesIO()
+    with tifffile.TiffWriter(buffer, bigtiff=False) as tiff:
+        tiff.write(
+            frame.data,
+            photometric=tifffile.PHOTOMETRIC.CFA,
+            compression=None,
+            rowsperstrip=frame.height,  # one strip: no tiles, every DNG reader handles it
+            subfiletype=0,  # NewSubfileType 0: the main (raw) image
+            # Everything else comes from the tag list: stop tifffile writing its own
+            # Software/DateTime and its JSON "shaped" ImageDescription.
+            software=False,
+            datetime=None,
+            description=None,
+            metadata=None,
+            extratags=[(*tag, True) for tag in tags.values()],
+        )
+    with atomic_write(path) as f:
+        f.write(buffer.getbuffer())
+    return path
+
+
+def _check_frame(frame: RawFrame) -> None:
+    data = frame.data
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint16 or data.ndim != 2:
+        raise ValueError("frame.data must be a 2-D uint16 array")
+    height, width = data.shape
+    if height < 2 or width < 2 or height % 2 or width % 2:
+        raise ValueError(f"frame size {width}x{height} must be even and at least 2x2 (whole CFA cells)")
+    if frame.cfa not in CFA_PATTERNS:
+        raise ValueError(f"unknown CFA pattern {frame.cfa!r}; expected one of {CFA_PATTERNS}")
+    if not 1 <= frame.bits <= 16:
+        raise ValueError(f"frame.bits {frame.bits} must be 1..16")
+    if not 0 <= frame.black_level < frame.white_level:
+        raise ValueError(f"need 0 <= black_level < white_level, got {frame.black_level} and {frame.white_level}")
+    if frame.white_level >= 1 << frame.bits:
+        raise ValueError(f"white_level {frame.white_level} does not fit in {frame.bits} bits")
+    if frame.exposure_us <= 0:
+        raise ValueError(f"exposure_us must be positive, got {frame.exposure_us}")
+    if not frame.analog_gain > 0:
+        raise ValueError(f"analog_gain must be positive, got {frame.analog_gain}")
+
+
+def _dng_tags(frame: RawFrame, descriptor: dict, software: str) -> list[tuple]:
+    """The (code, dtype, count, value) tags of IFD0, apart from the image structure."""
+    try:
+        make, model, serial = descriptor["make"], descriptor["model"], descriptor["serial"]
+        focal_mm, f_number = float(descriptor["lens"]["focal_mm"]), float(descriptor["lens"]["f_number"])
+        illuminant = descriptor["color"]["illuminant_1"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"descriptor lacks a usable field: {exc}") from exc
+    if illuminant not in color.ILLUMINANT_CODES:
+        raise ValueError(f"unknown illuminant {illuminant!r}; expected one of {sorted(color.ILLUMINANT_CODES)}")
+    if not (focal_mm > 0 and f_number > 0):
+        raise ValueError("descriptor lens focal_mm and f_number must be positive")
+    matrix = color.xyz_to_camera(descriptor).ravel()
+    neutral = color.as_shot_neutral(descriptor)
+    description = json.dumps(
+        {
+            "magcam": {
+                "module": descriptor.get("module"),
+                "frame_id": int(frame.frame_id),
+                "lens_position": int(frame.lens_position),
+                "timestamp_ms": int(frame.timestamp_ms),
+            }
+        },
+        separators=(",", ":"),
+    )
+    iso = min(max(round(100 * frame.analog_gain), 1), 65535)
+    exposure = Fraction(frame.exposure_us, 1_000_000)
+    lens_focal, lens_f = _rational(focal_mm), _rational(f_number)
+    now = datetime.now().strftime("%Y:%m:%d %H:%M:%S")
+    return [
+        (270, ASCII, 0, description),  # ImageDescription
+        (271, ASCII, 0, make),  # Make
+        (272, ASCII, 0, model),  # Model
+        (274, SHORT, 1, 1),  # Orientation: top-left
+        (305, ASCII, 0, software),  # Software
+        (306, ASCII, 0, now),  # DateTime
+        (33421, SHORT, 2, (2, 2)),  # CFARepeatPatternDim
+        (33422, BYTE, 4, bytes(_CFA_CODES[c] for c in frame.cfa)),  # CFAPattern
+        (33434, RATIONAL, 1, (exposure.numerator, exposure.denominator)),  # ExposureTime
+        (33437, RATIONAL, 1, lens_f),  # FNumber
+        (34855, SHORT, 1, iso),  # ISOSpeedRatings
+        (36867, ASCII, 0, now),  # DateTimeOriginal
+        (37386, RATIONAL, 1, lens_focal),  # FocalLength
+        (42036, ASCII, 0, f"{focal_mm:g}mm F{f_number:g}"),  # LensModel
+        (50706, BYTE, 4, bytes((1, 4, 0, 0))),  # DNGVersion
+        (50707, BYTE, 4, bytes((1, 1, 0, 0))),  # DNGBackwardVersion
+        (50708, ASCII, 0, f"{make} {model}"),  # UniqueCameraModel
+        (50710, BYTE, 3, bytes((0, 1, 2))),  # CFAPlaneColor
+        (50711, SHORT, 1, 1),  # CFALayout: rectangular
+        (50713, SHORT, 2, (1, 1)),  # BlackLevelRepeatDim
+        (50714, SHORT, 1, frame.black_level),  # BlackLevel
+        (50717, SHORT, 1, frame.white_level),  # WhiteLevel
+        (50721, SRATIONAL, 9, _rationals(matrix)),  # ColorMatrix1
+        (50728, RATIONAL, 3, _rationals(neutral)),  # AsShotNeutral
+        (50735, ASCII, 0, serial),  # CameraSerialNumber
+        (50736, RATIONAL, 4, lens_focal + lens_focal + lens_f + lens_f),  # LensInfo: a prime lens
+        (50778, SHORT, 1, color.ILLUMINANT_CODES[illuminant]),  # CalibrationIlluminant1
+    ]
+
+
+def _rational(value: float) -> tuple[int, int]:
+    return round(value * _RATIONAL_DENOMINATOR), _RATIONAL_DENOMINATOR
+
+
+def _rationals(values) -> tuple[int, ...]:
+    """Flattened (numerator, denominator) pairs, as tifffile takes (S)RATIONAL arrays."""
+    return tuple(n for v in values for n in _rational(float(v)))
+
+
+def _check_ascii(tags: dict) -> None:
+    # tifffile would fail half-way through the write; fail before the temp file exists.
+    for code, dtype, _, value in tags.values():
+        if dtype == ASCII and (not isinstance(value, str) or not value.isascii()):
+            raise ValueError(f"tag {code} must be a 7-bit ASCII string, got {value!r}")

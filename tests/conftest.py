@@ -1,0 +1,37 @@
+"""Shared test helpers: repo paths, the default descriptor, shared photographs, external tools.
+
+Missing shared data or a missing reader is a failure, not a skip: CI has both, and a check
+that silently stops running is worse than none.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+DESCRIPTOR_PATH = REPO / "firmware" / "magcam_fw" / "descriptor.json"
+_INSTALL_HINT = {"dcraw": "apt-get install dcraw", "exiftool": "apt-get install libimage-exiftool-perl"}
+
+
+def shared_file(relative: str) -> Path:
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.fail(f"test data {path} missing: the tests need ../shared/data beside the repo")
+    return path
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name)
+    if not found:
+        pytest.fail(f"`{name}` not installed ({_INSTALL_HINT.get(name, 'see README')})")
+    return found
+
+
+@pytest.fixture(scope="module")
+def descriptor() -> dict:
+    return json.loads(DESCRIPTOR_PATH.read_text())
