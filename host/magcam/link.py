@@ -238,8 +238,9 @@ class Link:
                 if len(self._replies) > 64:  # answers nobody waits for any more
                     self._replies.pop(next(iter(self._replies)))
             elif kind == "hello":
-                self.hello = msg
-                self._push(to_event(msg))
+                if msg["session"]:  # session 0 is the presence beacon of a device nobody talks to
+                    self.hello = msg
+                    self._push(to_event(msg))
             elif kind == "descriptor":
                 self._on_descriptor(msg)
             elif kind.startswith("frame_"):

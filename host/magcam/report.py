@@ -1,0 +1,66 @@
+"""How commands talk to people and scripts: rich on a terminal, plain lines in a pipe,
+one JSON object per line with ``--json``.
+
+Usage::
+
+    out = Reporter(json_mode=False)
+    out.info("capturing 1024x768")
+    out.event({"type": "encoder", "t": 120, "count": 5, "lens": 505})
+    out.result({"dng": "demo/demo_0001.dng"})
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def _fmt(ev: dict) -> str:
+    body = " ".join(f"{k}={v}" for k, v in ev.items() if k not in ("type", "t"))
+    t = ev.get("t")
+    return f"{'' if t is None else f'{t:>8} ms '}{ev.get('type', '?'):<8} {body}"
+
+
+class Reporter:
+    def __init__(self, json_mode: bool = False, stream=None):
+        self.json = json_mode
+        self.stream = stream or sys.stdout
+        self.console = None
+        if not json_mode and self.stream.isatty():
+            from rich.console import Console
+
+            self.console = Console(file=self.stream)
+
+    def _line(self, text: str, style: str | None = None) -> None:
+        if self.console:
+            self.console.print(text, style=style, highlight=False, markup=False)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def _json(self, obj: dict) -> None:
+        print(json.dumps(obj, separators=(",", ":")), file=self.stream, flush=True)
+
+    def info(self, text: str) -> None:
+        if self.json:
+            self._json({"type": "info", "message": text})
+        else:
+            self._line(text, "bold")
+
+    def event(self, ev: dict) -> None:
+        if self.json:
+            self._json(ev)
+        else:
+            self._line(_fmt(ev), "red" if ev.get("type") == "fault" else None)
+
+    def result(self, obj: dict) -> None:
+        if self.json:
+            self._json({"type": "result", **obj})
+        else:
+            for k, v in obj.items():
+                self._line(f"{k}: {v}", "green")
+
+    def error(self, text: str) -> None:
+        if self.json:
+            self._json({"type": "error", "message": text})
+        else:
+            print(f"error: {text}", file=sys.stderr, flush=True)

@@ -1,0 +1,224 @@
+"""End to end: the real firmware in the MicroPython unix port, a real pty, pyserial, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rawpy
+
+import magcam
+from conftest import tool
+from magcam.link import CommandRejected, Link
+from magcam.sim import Simulator
+from magcam.sim.sensor import SensorModel
+from magcam_fw import protocol as P
+
+MAGCAM = [sys.executable, "-m", "magcam.cli"]
+
+TURNS = """\
+{"t": 50, "do": "turn", "steps": 200, "rate": 2000}
+{"t": 300, "do": "turn", "steps": -60, "rate": 1000}
+"""
+SCENARIO = TURNS + """\
+{"t": 600, "do": "detach"}
+{"t": 900, "do": "attach"}
+{"t": 1200, "do": "load", "ma": 2500}
+{"t": 1300, "do": "load", "ma": 250}
+{"t": 1400, "do": "temp", "c": 58.5}
+"""
+
+
+def sim_main_pids() -> set[int]:
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"magcam_fw.sim_main" in (entry / "cmdline").read_bytes():
+                    pids.add(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+def collect(cam, seconds: float) -> list[dict]:
+    events, deadline = [], time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        ev = cam.link.next_event(timeout=left)
+        if ev is not None:
+            events.append(ev)
+    return events
+
+
+@pytest.fixture
+def scenario(tmp_path: Path) -> Path:
+    path = tmp_path / "scenario.jsonl"
+    path.write_text(SCENARIO)
+    return path
+
+
+def test_sim_cli_events_and_bit_exact_capture(tmp_path, descriptor):
+    """`magcam sim` as its own process; the host only knows the pty path, as with a board."""
+    scenario = tmp_path / "turns.jsonl"
+    scenario.write_text(TURNS)
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen([*MAGCAM, "sim", "--scenario", str(scenario), "--seed", "7", "--port-file", str(port_file)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        port = proc.stdout.readline().strip()
+        assert port.startswith("/dev/pts/")
+        for _ in range(100):
+            if port_file.exists():
+                break
+            time.sleep(0.05)
+        assert port_file.read_text().strip() == port
+        with magcam.connect(port) as cam:
+            assert cam.hello["version"] == P.VERSION
+            assert cam.descriptor == descriptor
+            events = collect(cam, 0.8)
+            encoder = [e for e in events if e["type"] == "encoder"]
+            # 200 forward then 60 back, exactly: lens follows one step per count from mid-range.
+            assert encoder[-1]["count"] == 140
+            assert encoder[-1]["lens"] == 500 + 140
+            assert max(e["count"] for e in encoder) == 200
+            frame = cam.capture_raw(640, 480, exposure_us=8000, analog_gain=2.0)
+        assert (frame.width, frame.height, frame.cfa) == (640, 480, descriptor["sensor"]["cfa"])
+        assert (frame.black_level, frame.white_level, frame.bits) == (256, 4095, 12)
+        assert (frame.exposure_us, frame.analog_gain, frame.lens_position) == (8000, 2.0, 640)
+        # The simulator's source of truth: the same sensor model, seed and frame id.
+        expected = SensorModel(descriptor, seed=7).render(640, 480, 8000, 2.0, frame.frame_id, 640)
+        assert np.array_equal(frame.data, expected)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+    assert not port_file.exists()
+
+
+def test_monitor_json_reports_every_event_type(scenario):
+    with Simulator(scenario=scenario) as sim:
+        out = subprocess.run([*MAGCAM, "monitor", "--port", sim.port, "--json", "--duration", "2.5"],
+                             capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    assert all("type" in e and isinstance(e.get("t"), int) for e in events)
+    by_type: dict[str, list[dict]] = {}
+    for e in events:
+        by_type.setdefault(e["type"], []).append(e)
+    assert {"hello", "encoder", "attach", "power", "thermal", "fault", "link"} <= set(by_type)
+    assert by_type["encoder"][-1]["count"] == 140 and by_type["encoder"][-1]["lens"] == 640
+    states = [e["state"] for e in by_type["attach"]]
+    assert states[0] == "attached" and "detached" in states and states[-1] == "attached"
+    # The first sign of a detach cuts the rail in that same tick: same timestamp, no current.
+    leaving_at = next(e["t"] for e in by_type["attach"] if e["state"] != "attached")
+    after = [e for e in by_type["power"] if e["t"] >= leaving_at]
+    assert after[0]["t"] == leaving_at and after[0]["state"] == "off" and after[0]["ma"] == 0
+    faults = by_type["fault"]
+    assert faults[0]["cause"] == "over_current" and faults[0]["value"] == 2500
+    assert all({"state", "mv", "ma"} <= set(e) for e in by_type["power"])
+    assert by_type["thermal"][-1]["c"] == 58.5 and by_type["thermal"][-1]["state"] == "derated"
+
+
+def test_demo_writes_dng_readers_accept(tmp_path):
+    before = sim_main_pids()
+    out = subprocess.run([*MAGCAM, "demo", "--out", str(tmp_path), "--json"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = [json.loads(line) for line in out.stdout.splitlines() if '"result"' in line][-1]
+    dng, jpg = Path(result["dng"]), Path(result["jpeg"])
+    assert dng.parent == tmp_path and jpg.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([dng.name, jpg.name])  # no temp files left
+    with rawpy.imread(str(dng)) as raw:
+        assert raw.raw_image.shape == (768, 1024)
+        assert raw.color_desc == b"RGBG" and raw.raw_pattern.tolist() == [[0, 1], [3, 2]]
+        assert raw.black_level_per_channel == [256] * 4 and raw.white_level == 4095
+        rgb = raw.postprocess(use_camera_wb=True, no_auto_bright=True)
+        assert rgb.shape == (768, 1024, 3)
+    info = subprocess.run([tool("dcraw"), "-i", "-v", str(dng)], capture_output=True, text=True, timeout=60)
+    assert info.returncode == 0 and "magcam" in info.stdout and "1024 x 768" in info.stdout
+    exif = json.loads(subprocess.run([tool("exiftool"), "-j", str(dng)], capture_output=True, text=True).stdout)[0]
+    assert exif["DNGVersion"] == "1.4.0.0" and exif["Make"] == "magcam"
+    assert exif["BlackLevel"] == 256 and exif["WhiteLevel"] == 4095 and exif["FNumber"] == 1.4
+    assert sim_main_pids() <= before, "the demo left a simulator process behind"
+
+
+def test_capture_is_not_repeated_when_a_command_is_retried():
+    """The device answers a retried seq from its cache: one capture, two identical ACKs."""
+    with Simulator() as sim, Link(sim.port) as link:
+        link.open_session()
+        enc = P.Encoder(256)
+        wire = bytes(enc.encode(P.CMD_CAPTURE, 4242, (64, 48, 1000, 1.0)))
+        link._write(wire)
+        link._write(wire)
+        frame = link.wait_frame(1, timeout=10)
+        assert frame.data.shape == (48, 64)
+        time.sleep(0.3)
+        assert link.command(P.CMD_PING)["type"] == "ack"
+        with pytest.raises(Exception):
+            link.wait_frame(2, timeout=0.5)  # no second capture happened
+
+
+def test_garbage_and_bad_commands_are_survived(descriptor):
+    with Simulator() as sim, Link(sim.port) as link:
+        link.open_session()
+        link._write(b"\x00\x13\x37garbage\xff\xfe" * 10 + b"\x00")
+        with pytest.raises(CommandRejected) as e:
+            link.command(P.CMD_CAPTURE, {"width": 15, "height": 10, "exposure_us": 1000, "analog_gain": 1.0})
+        assert e.value.reason == "bad_args"
+        assert link.command(P.CMD_SET_LENS, {"position": 5000})["value"] == descriptor["lens"]["position_max"]
+        assert link.command(P.CMD_SET_LENS, {"position": -3})["value"] == descriptor["lens"]["position_min"]
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # the device counts what it threw away
+            ev = link.next_event(timeout=1)
+            if ev and ev["type"] == "link" and ev["device"]["rx_framing_errors"] > 0:
+                break
+        else:
+            pytest.fail("device never reported the garbage in a link event")
+
+
+def test_version_mismatch_is_refused_with_advice():
+    with Simulator() as sim, Link(sim.port) as link:
+        with pytest.raises(CommandRejected) as e:
+            link.command(P.CMD_CONNECT, {"version": P.VERSION + 1, "host": "future-host"})
+        assert e.value.reason == "version" and f"v{P.VERSION}" in e.value.message
+
+
+def test_capture_refused_while_detached(tmp_path):
+    path = tmp_path / "detached.jsonl"
+    path.write_text('{"t": 0, "do": "detach"}\n')
+    with Simulator(scenario=path) as sim, magcam.connect(sim.port) as cam:
+        collect(cam, 0.3)
+        with pytest.raises(CommandRejected) as e:
+            cam.capture_raw(64, 48)
+        assert e.value.reason == "not_attached"
+
+
+def test_sim_rejects_a_bad_scenario_clearly(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"t": 0, "do": "turn", "steps": 5, "rate": 100}\n{"t": 10, "do": "explode"}\n')
+    out = subprocess.run([*MAGCAM, "sim", "--scenario", str(path)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and "line 2" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_host_outlives_the_device():
+    """Killing the simulator closes the link with a reason; nothing hangs."""
+    sim = Simulator().start()
+    try:
+        cam = magcam.connect(sim.port)
+        os.kill(sim.proc.pid, 9)
+        sim.stop()
+        deadline = time.monotonic() + 10
+        while not cam.link.closed and time.monotonic() < deadline:
+            try:
+                cam.link.command(P.CMD_PING, timeout=0.2, retries=0)
+            except magcam.LinkError:
+                pass
+        assert cam.link.closed and cam.link.close_reason
+        cam.close()
+    finally:
+        sim.stop()
