@@ -92,6 +92,7 @@ class Link:
         self.hello: dict | None = None
         self.descriptor: dict | None = None
         self.device_seq_gaps = 0
+        self.last_device_t = 0  # device clock (ms) of the latest timestamped message
         self._last_dev_seq: int | None = None
         self.frame_errors = 0
         self.retries = 0
@@ -127,7 +128,7 @@ class Link:
             if not self.closed:
                 self.closed = True
                 self.close_reason = reason
-                self._push({"type": "link", "state": "closed", "reason": reason})
+                self._push({"type": "link", "t": self.last_device_t, "state": "closed", "reason": reason})
             self._cond.notify_all()
 
     # ---- sending ----------------------------------------------------------------------
@@ -232,6 +233,7 @@ class Link:
             self.device_seq_gaps += 1
         self._last_dev_seq = seq
         kind = msg["type"]
+        self.last_device_t = msg.get("t", self.last_device_t)
         with self._cond:
             if kind in ("ack", "nak"):
                 self._replies[msg["ack_seq"]] = msg
