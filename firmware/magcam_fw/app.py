@@ -18,7 +18,7 @@ import json
 
 from magcam_fw import FIRMWARE_VERSION, protocol as P
 from magcam_fw.attach import AttachDetector, ATTACHED
-from magcam_fw.compat import asyncio, const, sleep_ms, ticks_diff, ticks_ms
+from magcam_fw.compat import asyncio, const, sleep_ms, ticks_add, ticks_diff, ticks_ms
 from magcam_fw.encoder import QuadratureDecoder
 from magcam_fw.focus import Focus
 from magcam_fw.link import Link
@@ -34,6 +34,8 @@ _THERMAL_EVERY_MS = const(1000)
 _LINK_EVERY_MS = const(2000)
 _SENSOR_TIMEOUT_MS = const(20000)
 _MIN_PAYLOAD = const(4096)  # descriptor JSON and replies must fit too
+_TICKS_MASK = const(0x3FFFFFFF)  # device time is ms modulo 2**30, the ticks period
+_REPLY_CACHE = const(4)  # answers kept for retried commands (a heartbeat may come in between)
 
 
 class App:
@@ -57,8 +59,8 @@ class App:
         self.session = 0  # link session id; 0 while no host is connected
         self._sessions = 0
         self._host_seen = 0
-        self._last_cmd_seq = -1
-        self._last_reply = None
+        self._replies = [[-1, None] for _ in range(_REPLY_CACHE)]  # [seq, wire], oldest overwritten
+        self._reply_next = 0
         self._frame_id = 0
         self._capturing = False
         self._abort = False
@@ -72,7 +74,13 @@ class App:
         self.running = True
 
     def now(self):
-        return ticks_diff(ticks_ms(), self._t0)
+        """Device time in ms since boot, modulo 2**30 (never negative; hosts unwrap it)."""
+        return (ticks_ms() - self._t0) & _TICKS_MASK
+
+    def _end_session(self):
+        self.session = 0
+        if self._capturing:
+            self._abort = True  # nobody is listening: stop streaming
 
     # ---- outgoing ---------------------------------------------------------------------
     def _event(self, mtype, values, tail=None):
@@ -83,7 +91,7 @@ class App:
         lk = self.link
         self.link.send(
             P.HELLO,
-            (P.VERSION, self.session, self.now(), lk.max_payload, lk.chunk_size),
+            (P.VERSION, self.session, self.now(), lk.max_payload, lk.rx_max_payload, lk.chunk_size),
             FIRMWARE_VERSION,
         )
 
@@ -109,12 +117,12 @@ class App:
         if attach_changed:
             self._event(P.EV_ATTACH, (now, self.attach.state, self.attach.session))
         if cause:
-            self._event(P.EV_FAULT, (now, cause, self.rail.last_value, self.rail.faults))
+            self._event(P.EV_FAULT, (now, cause, self.rail.last_value, min(self.rail.faults, 0xFFFF)))
         if self.rail.state != before or ticks_diff(now, self._next_power) >= 0:
-            self._next_power = now + _POWER_EVERY_MS
+            self._next_power = ticks_add(now, _POWER_EVERY_MS)
             self._event(P.EV_POWER, (now, self.rail.state, self._mv, self._ma, self.rail.limits["budget_mw"]))
         if self.thermal.update(self._mc) or ticks_diff(now, self._next_thermal) >= 0:
-            self._next_thermal = now + _THERMAL_EVERY_MS
+            self._next_thermal = ticks_add(now, _THERMAL_EVERY_MS)
             self._event(P.EV_THERMAL, (now, self._mc, self.thermal.state))
             if self.thermal.state == SUSPENDED and self._capturing:
                 self._abort = True
@@ -127,12 +135,12 @@ class App:
             self._event(P.EV_ENCODER, (now, count, self.focus.position, self._velocity, self.focus.flags))
         if self.session:
             if ticks_diff(now, self._host_seen) > _SESSION_TIMEOUT_MS:
-                self.session = 0  # host went away: stop streaming, beacon again
+                self._end_session()  # host went away: stop streaming, beacon again
             elif ticks_diff(now, self._next_link) >= 0:
-                self._next_link = now + _LINK_EVERY_MS
+                self._next_link = ticks_add(now, _LINK_EVERY_MS)
                 self._event(P.EV_LINK, self.link.stats(now))
         elif ticks_diff(now, self._next_beacon) >= 0:
-            self._next_beacon = now + _BEACON_MS
+            self._next_beacon = ticks_add(now, _BEACON_MS)
             self._hello()
 
     async def _control_task(self):
@@ -142,22 +150,25 @@ class App:
 
     # ---- commands ---------------------------------------------------------------------
     def _reply(self, seq, ok, value=0, text=None):
-        if ok:
-            wire = self.link.encode(P.ACK, (seq, value), text)
-        else:
-            wire = self.link.encode(P.NAK, (seq, value), text)
-        self._last_cmd_seq = seq
-        self._last_reply = wire
+        wire = self.link.encode(P.ACK if ok else P.NAK, (seq, value), text)
+        slot = self._replies[self._reply_next]
+        slot[0], slot[1] = seq, wire
+        self._reply_next = (self._reply_next + 1) % _REPLY_CACHE
         self.link.write(wire)
+
+    def _cached_reply(self, seq):
+        for s, wire in self._replies:
+            if s == seq:
+                return wire
+        return None
 
     def on_message(self, mtype, seq, payload):
         self._host_seen = self.now()
         if mtype == P.CMD_CONNECT:
-            msg = P.unpack(mtype, payload)
-            if msg["version"] != P.VERSION:
+            if not len(payload) or payload[0] != P.VERSION:  # byte 0: the host's version, in every version
                 self._reply(seq, False, P.NAK_VERSION, "device speaks protocol v%d" % P.VERSION)
                 return
-            if seq != self._last_cmd_seq or not self.session:
+            if self._cached_reply(seq) is None or not self.session:
                 self._sessions += 1
                 self.session = self._sessions
                 self.hal.on_connect()
@@ -166,8 +177,15 @@ class App:
             self.link.send(P.DESCRIPTOR, (), self._descriptor_json)
             self._snapshot()
             return
-        if seq == self._last_cmd_seq and self._last_reply is not None:
-            self.link.write(self._last_reply)  # a retry: answer again, do not act twice
+        if mtype < P.CMD_CONNECT or not P.readable(mtype, payload):
+            if mtype in P.SCHEMA and mtype >= P.CMD_CONNECT:
+                self._reply(seq, False, P.NAK_BAD_ARGS, "payload too short")
+            else:
+                self._reply(seq, False, P.NAK_UNKNOWN, "unknown command 0x%02x" % mtype)
+            return
+        cached = self._cached_reply(seq)
+        if cached is not None:
+            self.link.write(cached)  # a retry: answer again, do not act twice
             return
         if not self.session:
             self._reply(seq, False, P.NAK_NO_SESSION, "send CONNECT first")
@@ -184,9 +202,7 @@ class App:
             self._reply(seq, True, self.focus.position)
         elif mtype == P.CMD_DISCONNECT:
             self._reply(seq, True, self.session)
-            self.session = 0
-        else:
-            self._reply(seq, False, P.NAK_UNKNOWN, "unknown command 0x%02x" % mtype)
+            self._end_session()
 
     def _start_capture(self, seq, c):
         why = P.check_capture(c["width"], c["height"], c["exposure_us"], c["analog_gain"])
@@ -203,7 +219,7 @@ class App:
             self._capturing = True
             self._abort = False
             self._reply(seq, True, self._frame_id)
-            asyncio.create_task(self._capture(self._frame_id, c))
+            asyncio.create_task(self._capture(self._frame_id, c, self.focus.position))
 
     async def _link_task(self):
         while self.running:
@@ -213,7 +229,7 @@ class App:
             await sleep_ms(_LINK_MS)
 
     # ---- capture ----------------------------------------------------------------------
-    async def _capture(self, frame_id, c):
+    async def _capture(self, frame_id, c, lens):
         sensor = self.hal.sensor
         w, h = c["width"], c["height"]
         total = w * h * 2
@@ -222,7 +238,7 @@ class App:
         sent = 0
         try:
             t_exp = self.now()
-            sensor.start(w, h, c["exposure_us"], c["analog_gain"], frame_id, self.focus.position)
+            sensor.start(w, h, c["exposure_us"], c["analog_gain"], frame_id, lens)
             while not sensor.ready():
                 if self._abort or ticks_diff(self.now(), t_exp) > _SENSOR_TIMEOUT_MS:
                     status = 1 if self._abort else 2
@@ -235,7 +251,7 @@ class App:
                 self.link.send(
                     P.FRAME_BEGIN,
                     (frame_id, w, h, self._cfa, s["bits"], s["black_level"], s["white_level"],
-                     c["exposure_us"], c["analog_gain"], t_exp, self.focus.position, total, self.link.chunk_size),
+                     c["exposure_us"], c["analog_gain"], t_exp, lens, total, self.link.chunk_size),
                 )
                 chunk = self._chunk
                 view = memoryview(chunk)
@@ -253,7 +269,7 @@ class App:
                     await sleep_ms(0)
         except Exception as e:  # a sensor failure ends this frame, never the app
             status = 2
-            self.link.send(P.EV_LOG, (self.now(), 3), "capture failed: %r" % e)
+            self.link.send(P.EV_LOG, (self.now(), P.LOG_ERROR), "capture failed: %r" % e)
         finally:
             if status:
                 sensor.abort()

@@ -15,10 +15,10 @@ class Focus:
         self._act = actuator
         self.lo = lo
         self.hi = hi
-        self.position = (lo + hi) // 2 if start is None else start
         self.flags = 0
         self._last_count = 0
-        actuator(self.position)
+        self.position = None  # so the first move_to always drives the actuator
+        self.move_to((lo + hi) // 2 if start is None else start)
 
     def update(self, count):
         """Move the lens by the ring's movement since the last call; True if it changed."""

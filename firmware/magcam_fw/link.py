@@ -23,7 +23,8 @@ class Link:
         # A chunk's payload is its data plus frame id and offset.
         self.max_payload = max(max_payload, chunk_size + 8)
         self._enc = protocol.Encoder(self.max_payload)
-        self._dec = protocol.Decoder(1024)  # host -> device messages are small
+        self.rx_max_payload = 1024  # host -> device messages are small
+        self._dec = protocol.Decoder(self.rx_max_payload)
         self._rx = bytearray(_RX_BUF)
         self._seq = 0
         self.tx_frames = 0
@@ -58,4 +59,5 @@ class Link:
 
     def stats(self, t):
         d = self._dec
-        return (t, d.frames, d.crc_errors, d.framing_errors, d.overflows, self.tx_frames, self.tx_dropped)
+        return (t, d.frames, d.crc_errors, d.framing_errors, d.overflows, d.version_errors, self.tx_frames,
+                self.tx_dropped)

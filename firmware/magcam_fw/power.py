@@ -69,7 +69,15 @@ class PowerRail:
             self._set(RETRY_WAIT)
         elif self.state == RETRY_WAIT:
             if ticks_diff(now, self._fault_at) >= self.limits["retry_ms"]:
-                self._set(ON)
-        else:  # OFF and attached: switch on
-            self._set(ON)
+                self._switch_on_if_safe(mv, mc, now)
+        else:  # OFF and attached
+            self._switch_on_if_safe(mv, mc, now)
         return 0
+
+    def _switch_on_if_safe(self, mv, mc, now):
+        # With the switch open only VBUS and temperature can be judged; never close into a fault.
+        if self.check(mv, 0, mc):
+            self.state = RETRY_WAIT
+            self._fault_at = now
+        else:
+            self._set(ON)

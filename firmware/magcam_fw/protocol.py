@@ -25,6 +25,10 @@ Usage::
 
 Buffers are allocated once, at their caps: a peer that lies about lengths cannot make either
 side allocate more than ``MAX_PAYLOAD``-sized buffers.
+
+Frozen across all versions, so any two peers can at least tell each other their versions: the
+header layout, CMD_CONNECT (type 0x40, payload byte 0 = the sender's version), NAK (type 0x04)
+and HELLO's first payload byte (the version).
 """
 
 try:
@@ -76,7 +80,13 @@ _BYTES = const(2)
 
 # type -> (name, struct format of the fixed part, field names, tail name, tail kind)
 SCHEMA = {
-    HELLO: ("hello", "<BIIHH", ("version", "session", "uptime_ms", "max_payload", "chunk_size"), "firmware", _TEXT),
+    HELLO: (
+        "hello",
+        "<BIIHHH",
+        ("version", "session", "uptime_ms", "max_payload", "rx_max_payload", "chunk_size"),
+        "firmware",
+        _TEXT,
+    ),
     DESCRIPTOR: ("descriptor", "<", (), "json", _TEXT),
     ACK: ("ack", "<Hi", ("ack_seq", "value"), "data", _BYTES),
     NAK: ("nak", "<HB", ("ack_seq", "code"), "message", _TEXT),
@@ -87,8 +97,11 @@ SCHEMA = {
     EV_FAULT: ("fault", "<IBiH", ("t", "cause", "value", "count"), None, _NO_TAIL),
     EV_LINK: (
         "link",
-        "<IIIIIII",
-        ("t", "rx_frames", "rx_crc_errors", "rx_framing_errors", "rx_overflows", "tx_frames", "tx_dropped"),
+        "<IIIIIIII",
+        (
+            "t", "rx_frames", "rx_crc_errors", "rx_framing_errors", "rx_overflows", "rx_version_errors",
+            "tx_frames", "tx_dropped",
+        ),
         None,
         _NO_TAIL,
     ),
@@ -122,6 +135,10 @@ FAULT_CAUSES = (
     "none", "over_current", "under_voltage", "over_temperature", "vbus_lost", "brownout", "watchdog", "sensor",
 )
 FRAME_STATUS = ("ok", "aborted", "sensor_error")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_INFO = const(1)
+LOG_WARNING = const(2)
+LOG_ERROR = const(3)
 # NAK codes
 NAK_UNKNOWN = const(1)
 NAK_BAD_ARGS = const(2)
@@ -232,6 +249,8 @@ def cobs_encode_into(buf, n, dst):
                 dst[j + 1 : j + 255] = src[i:lim]
                 j += 255
                 i = lim
+                if i == n:  # canonical COBS: no empty block after a final full one
+                    break
                 continue
             dst[j] = k + 1
             dst[j + 1 : j + 1 + k] = src[i:lim]
@@ -291,8 +310,9 @@ class Decoder:
         self.framing_errors = 0  # bad COBS, too short, length field disagrees with the frame
         self.overflows = 0  # frame longer than the cap
         self.version_errors = 0
-        self.unknown_types = 0
+        self.unknown_types = 0  # well-formed, but a type or payload size this side cannot read
         self.bytes_dropped = 0
+        self.foreign_version = 0  # the last version byte seen that was not ours
 
     def stats(self):
         return {
@@ -358,24 +378,36 @@ class Decoder:
             self.bytes_dropped += self._n
             return False
         version, mtype, seq, length = struct.unpack_from("<BBHH", raw, 0)
-        if length != body - HEADER_SIZE or length > self.max_payload:
+        if length != body - HEADER_SIZE:
             self.framing_errors += 1
             self.bytes_dropped += self._n
             return False
         if version != VERSION:
             self.version_errors += 1
-            self.bytes_dropped += self._n
-            return False
+            self.foreign_version = version
+            # CONNECT is frozen across versions: pass it on so the other side can be told.
+            if mtype != CMD_CONNECT or length < 1:
+                self.bytes_dropped += self._n
+                return False
         self.frames += 1
-        if mtype not in SCHEMA or length < payload_size(mtype):
-            self.unknown_types += 1  # well-formed but not ours to read: skip, keep going
-            return False
+        if mtype not in SCHEMA or length < _FIXED[mtype]:
+            self.unknown_types += 1  # well-formed but unreadable here; the consumer may answer it
         callback(mtype, seq, self._raw_mv[HEADER_SIZE:body])
         return True
 
 
+def readable(mtype, payload):
+    """True if this side knows the type and the payload holds its fixed part."""
+    return mtype in SCHEMA and len(payload) >= _FIXED[mtype]
+
+
 def unpack(mtype, payload):
-    """Payload bytes -> dict with ``type`` (the message name) and its fields."""
+    """Payload bytes -> dict with ``type`` (the message name) and its fields.
+
+    Raises ValueError for a type this side does not know or a payload too short for it.
+    """
+    if not readable(mtype, payload):
+        raise ValueError("unreadable message type 0x%02x (%d payload bytes)" % (mtype, len(payload)))
     name, fmt, fields, tail_name, tail_kind = SCHEMA[mtype]
     fixed = _FIXED[mtype]
     out = {"type": name}

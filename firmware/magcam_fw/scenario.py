@@ -24,6 +24,8 @@ _STEP_MS = const(1)
 _GRAY = (0, 1, 3, 2)
 
 KINDS = ("turn", "detach", "attach", "load", "temp", "vbus")
+# The number each kind needs, and its range.
+_NEEDS = {"load": ("ma", 0, 100000), "temp": ("c", -60, 200), "vbus": ("mv", 0, 30000)}
 
 
 def parse(text):
@@ -41,12 +43,24 @@ def parse(text):
             raise ValueError("scenario line %d: not JSON" % lineno)
         if not isinstance(ev, dict) or ev.get("do") not in KINDS or not isinstance(ev.get("t", 0), int):
             raise ValueError("scenario line %d: need an integer 't' and 'do' in %s" % (lineno, KINDS))
-        if ev["do"] == "turn":
-            if not isinstance(ev.get("steps"), int) or not (0 < ev.get("rate", 0) <= 1000000):
+        kind = ev["do"]
+        if kind == "turn":
+            rate = ev.get("rate")
+            if not isinstance(ev.get("steps"), int) or not _number(rate) or not (0 < rate <= 1000000):
                 raise ValueError("scenario line %d: turn needs integer 'steps' and 0 < 'rate' <= 1e6" % lineno)
-        out.append(ev)
-    out.sort(key=lambda e: e.get("t", 0))
-    return out
+        elif kind in _NEEDS:
+            key, lo, hi = _NEEDS[kind]
+            v = ev.get(key)
+            if not _number(v) or not (lo <= v <= hi):
+                raise ValueError("scenario line %d: %s needs a number '%s' in %d..%d" % (lineno, kind, key, lo, hi))
+        out.append((ev.get("t", 0), len(out), ev))
+    # Sort on (t, line order): MicroPython's sort is not stable, and equal times must keep order.
+    out.sort()
+    return [e[2] for e in out]
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 class Player:
@@ -91,7 +105,7 @@ class Player:
         elif kind == "load":
             hal.load_ma = int(ev["ma"])
         elif kind == "temp":
-            hal.temp_mc = int(ev["c"] * 1000)
+            hal.temp_mc = int(round(ev["c"] * 1000))
         elif kind == "vbus":
             hal.vbus_mv = int(ev["mv"])
 
