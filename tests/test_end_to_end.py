@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 import time
@@ -45,6 +46,20 @@ def sim_main_pids() -> set[int]:
             except OSError:
                 pass
     return pids
+
+
+def raw_wire(version: int, mtype: int, seq: int, payload: bytes) -> bytes:
+    """A frame built by hand, for what the Encoder refuses to make (other versions, bad types)."""
+    raw = bytearray(struct.pack("<BBHH", version, mtype, seq, len(payload)) + payload)
+    raw += struct.pack("<I", P.crc32(raw))
+    out = bytearray(len(raw) + 8)
+    return bytes(memoryview(out)[: P.cobs_encode_into(raw, len(raw), out)])
+
+
+def wait_replies(link: Link, seqs: set[int]) -> None:
+    deadline = time.monotonic() + 5
+    while not seqs <= set(link._replies) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def collect(cam, seconds: float) -> list[dict]:
@@ -186,6 +201,21 @@ def test_version_mismatch_is_refused_with_advice():
         with pytest.raises(CommandRejected) as e:
             link.command(P.CMD_CONNECT, {"version": P.VERSION + 1, "host": "future-host"})
         assert e.value.reason == "version" and f"v{P.VERSION}" in e.value.message
+        # A future host frames everything as its own version; CONNECT is frozen, so it still
+        # gets told (the NAK comes back in v1 framing, whose NAK layout is frozen too).
+        link._write(raw_wire(P.VERSION + 1, P.CMD_CONNECT, 77, bytes([P.VERSION + 1]) + b"v2!!"))
+        wait_replies(link, {77})
+        assert link._replies[77]["code"] == P.NAK_VERSION
+
+
+def test_unknown_and_short_commands_get_an_answer_not_silence():
+    with Simulator() as sim, Link(sim.port) as link:
+        link.open_session()
+        link._write(raw_wire(P.VERSION, 0x7A, 501, b"\x01"))
+        link._write(raw_wire(P.VERSION, P.CMD_SET_LENS, 502, b"\x01"))
+        wait_replies(link, {501, 502})
+        assert link._replies[501]["code"] == P.NAK_UNKNOWN
+        assert link._replies[502]["code"] == P.NAK_BAD_ARGS
 
 
 def test_capture_refused_while_detached(tmp_path):

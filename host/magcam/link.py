@@ -182,12 +182,11 @@ class Link:
                 break
             except CommandRejected as e:
                 if e.code == P.NAK_VERSION:
-                    raise LinkError(
-                        f"{e.message}, this host speaks protocol v{P.VERSION}: update the firmware "
-                        "(`magcam deploy`) or the host (`pip install -U magcam`)"
-                    ) from None
+                    raise LinkError(f"{e.message}: {self._version_advice()}") from None
                 raise
             except CommandTimeout:
+                if self._dec.foreign_version:
+                    raise LinkError(self._version_advice(self._dec.foreign_version)) from None
                 if time.monotonic() > deadline:
                     raise CommandTimeout(f"no magcam device answering on {self.port}") from None
         with self._cond:
@@ -198,8 +197,16 @@ class Link:
                 self._cond.wait(left)
         if self.closed:
             raise LinkClosed(self.close_reason)
+        if self.hello["version"] != P.VERSION:
+            raise LinkError(self._version_advice(self.hello["version"]))
         self._session = True
         return self.hello
+
+    @staticmethod
+    def _version_advice(device_version: int | None = None) -> str:
+        theirs = f"the device speaks protocol v{device_version}, " if device_version else ""
+        return (f"{theirs}this host speaks protocol v{P.VERSION}: flash the module with the firmware "
+                f"of this host's release, or install the host release that matches the module's firmware")
 
     def _heartbeat(self) -> None:
         # The device ends a session after 5 s of host silence; keep ours alive.
@@ -224,12 +231,10 @@ class Link:
                 self._dec.feed(data, self._on_message)
 
     def _on_message(self, mtype: int, seq: int, payload: memoryview) -> None:
-        try:
-            msg = P.unpack(mtype, payload)
-        except Exception:  # a type we know with a payload we cannot read: count, go on
-            self._dec.framing_errors += 1
-            return
-        if self._last_dev_seq is not None and seq != (self._last_dev_seq % 0xFFFF) + 1:
+        if not P.readable(mtype, payload):
+            return  # well-formed but not for us (the decoder counted it): go on
+        msg = P.unpack(mtype, payload)
+        if self._last_dev_seq is not None and seq != (self._last_dev_seq + 1) & 0xFFFF:
             self.device_seq_gaps += 1
         self._last_dev_seq = seq
         kind = msg["type"]
@@ -292,15 +297,19 @@ class Link:
             asm.crc = P.crc32(data, asm.crc)
         elif kind == "frame_end":
             fid = msg["frame_id"]
+            status = msg["status"]
+            if status != 0:  # the device gave up on it, possibly before FRAME_BEGIN
+                if asm is not None and asm.hdr["frame_id"] == fid:
+                    self._asm = None
+                name = P.FRAME_STATUS[status] if status < len(P.FRAME_STATUS) else f"status {status}"
+                self._frame_done(fid, FrameError(fid, f"device ended the frame: {name}"))
+                return
             if asm is None or asm.hdr["frame_id"] != fid:
                 if fid not in self._frames:
                     self._frame_done(fid, FrameError(fid, "frame header was lost"))
                 return
             self._asm = None
-            if msg["status"] != 0:
-                status = P.FRAME_STATUS[msg["status"]] if msg["status"] < len(P.FRAME_STATUS) else msg["status"]
-                self._frame_done(fid, FrameError(fid, f"device ended the frame: {status}"))
-            elif asm.received != asm.hdr["total_bytes"] or msg["total_bytes"] != asm.received:
+            if asm.received != asm.hdr["total_bytes"] or msg["total_bytes"] != asm.received:
                 self._frame_done(fid, FrameError(fid, f"incomplete: {asm.received} of {asm.hdr['total_bytes']} bytes"))
             elif msg["crc32"] != asm.crc:
                 self._frame_done(fid, FrameError(fid, "CRC-32 mismatch over the frame"))
