@@ -48,6 +48,7 @@ class SimSensor:
         self._poll = select.poll()
         self._poll.register(self._resp, select.POLLIN)
         self._hdr = bytearray(_STATUS_HDR)
+        self._drain = None  # allocated on the first abort only
         self._left = -1  # bytes of the current frame not yet read; -1 before the header
 
     def start(self, width, height, exposure_us, gain, frame_id, lens):
@@ -74,15 +75,16 @@ class SimSensor:
         n = min(len(view), self._left)
         if n <= 0:
             return 0
-        got = self._resp.readinto(view[:n]) if n < len(view) else self._resp.readinto(view)
+        got = self._resp.readinto(view[:n])
         self._left -= got
         return got
 
     def abort(self):
         # Drain what the sensor already sent so the next frame starts clean.
-        buf = bytearray(4096)
+        if self._drain is None:
+            self._drain = memoryview(bytearray(4096))
         while self._left > 0:
-            got = self._resp.readinto(memoryview(buf)[: min(4096, self._left)])
+            got = self._resp.readinto(self._drain[: min(4096, self._left)])
             if not got:
                 break
             self._left -= got

@@ -16,6 +16,7 @@ Usage::
 from __future__ import annotations
 
 import collections
+import json
 import random
 import threading
 import time
@@ -257,8 +258,6 @@ class Link:
             self._cond.notify_all()
 
     def _on_descriptor(self, msg: dict) -> None:
-        import json
-
         try:
             self.descriptor = json.loads(msg["json"])
         except ValueError:
