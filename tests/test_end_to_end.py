@@ -252,3 +252,16 @@ def test_host_outlives_the_device():
         cam.close()
     finally:
         sim.stop()
+
+
+def test_detach_mid_frame_aborts_and_the_next_capture_is_clean(tmp_path):
+    path = tmp_path / "yank.jsonl"
+    path.write_text('{"t": 400, "do": "detach"}\n{"t": 700, "do": "attach"}\n')
+    with Simulator(scenario=path) as sim, magcam.connect(sim.port) as cam:
+        with pytest.raises(magcam.FrameError, match="aborted"):
+            cam.capture_raw(4608, 3456)  # ~32 MB: still streaming when the module is pulled off
+        collect(cam, 0.8)  # re-attached by now
+        frame = cam.capture_raw(320, 240)
+        expected = sim.render({"w": 320, "h": 240, "exposure_us": frame.exposure_us, "gain": frame.analog_gain,
+                               "frame_id": frame.frame_id, "lens": frame.lens_position})
+        assert np.array_equal(frame.data, expected)

@@ -13,10 +13,12 @@ Usage::
 import json
 import select
 
-from magcam_fw.compat import const
+from magcam_fw.compat import const, ticks_diff, ticks_ms
 
 _RAIL_OHMS_X1000 = const(150)  # 0.15 ohm from VBUS through the load switch: droop under load
 _STATUS_HDR = const(8)
+_DRAIN_SLICE = const(16384)
+_DRAIN_MS = const(4)
 
 
 class VirtualPin:
@@ -40,33 +42,53 @@ class VirtualPin:
 
 
 class SimSensor:
-    """Client of the virtual sensor: request a frame, then read its samples in chunks."""
+    """Client of the virtual sensor: request a frame, then read its samples in chunks.
+
+    Nothing here blocks the control loop for long: an aborted frame is drained a slice at a
+    time by ``ready()`` of the next capture, whether it was aborted before or after its header.
+    """
 
     def __init__(self, sensor_dir):
-        self._req = open(sensor_dir + "/sensor.req", "wb")
-        self._resp = open(sensor_dir + "/sensor.resp", "rb")
+        # Unbuffered on every runtime: requests must leave at once, and poll() must see every
+        # byte still in the pipe (no read-ahead hiding a header in a buffer).
+        self._req = open(sensor_dir + "/sensor.req", "wb", 0)
+        self._resp = open(sensor_dir + "/sensor.resp", "rb", 0)
         self._poll = select.poll()
         self._poll.register(self._resp, select.POLLIN)
         self._hdr = bytearray(_STATUS_HDR)
-        self._drain = None  # allocated on the first abort only
-        self._left = -1  # bytes of the current frame not yet read; -1 before the header
+        self._drain = memoryview(bytearray(_DRAIN_SLICE))
+        self._left = -1  # bytes of the current frame not yet read; -1 until its header is read
+        self._skip = 0  # responses still to come for aborted requests whose header was never read
+        self._discard = False  # the rest of the current frame belongs to an aborted request
 
     def start(self, width, height, exposure_us, gain, frame_id, lens):
+        if self._left == 0:
+            self._left = -1  # the previous frame was read to its end
         req = {"w": width, "h": height, "exposure_us": exposure_us, "gain": gain, "frame_id": frame_id, "lens": lens}
-        # Unbuffered FileIO: no flush(), which is fsync() on the unix port and fails on a FIFO.
+        # No flush(): it is fsync() on the unix port and fails on a FIFO.
         self._req.write(json.dumps(req).encode() + b"\n")
-        self._left = -1
 
     def ready(self):
-        if self._left >= 0:
-            return True
-        if not self._poll.poll(0):
-            return False
-        self._resp.readinto(self._hdr)
-        status = self._hdr[0] | (self._hdr[1] << 8)
-        n = self._hdr[4] | (self._hdr[5] << 8) | (self._hdr[6] << 16) | (self._hdr[7] << 24)
-        self._left = n if status == 0 else 0
-        return True
+        while True:
+            if self._left < 0:
+                if not self._poll.poll(0):
+                    return False
+                self._resp.readinto(self._hdr)
+                status = self._hdr[0] | (self._hdr[1] << 8)
+                n = self._hdr[4] | (self._hdr[5] << 8) | (self._hdr[6] << 16) | (self._hdr[7] << 24)
+                self._left = n if status == 0 else 0
+                if self._skip:
+                    self._skip -= 1
+                    self._discard = True
+            if not self._discard:
+                return True
+            if self._left:
+                t0 = ticks_ms()
+                while self._left and ticks_diff(ticks_ms(), t0) < _DRAIN_MS:
+                    self._left -= self._resp.readinto(self._drain[: min(_DRAIN_SLICE, self._left)])
+                return False  # a few ms per call: the control tick keeps its period
+            self._discard = False
+            self._left = -1
 
     def frame_bytes(self):
         return self._left
@@ -80,15 +102,10 @@ class SimSensor:
         return got
 
     def abort(self):
-        # Drain what the sensor already sent so the next frame starts clean.
-        if self._drain is None:
-            self._drain = memoryview(bytearray(4096))
-        while self._left > 0:
-            got = self._resp.readinto(self._drain[: min(4096, self._left)])
-            if not got:
-                break
-            self._left -= got
-        self._left = -1
+        if self._left < 0:
+            self._skip += 1  # its response is still on the way
+        elif self._left > 0:
+            self._discard = True
 
 
 class SimHal:
