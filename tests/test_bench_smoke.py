@@ -1,0 +1,21 @@
+"""The benchmark scripts keep running: a tiny run of each, checked for its own verification."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_link_benchmark_runs_and_verifies():
+    out = subprocess.run(
+        [sys.executable, str(REPO / "tools/bench/link.py"), "--mib", "1", "--size", "320x240", "--frames", "1",
+         "--repeat", "1", "--json"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["ok"] and report["decoder"]["verified"]["chunks"] == report["decoder"]["chunks"]
+    assert report["decoder"]["decode_mbps_wire"] > 0
