@@ -136,3 +136,16 @@ def test_event_flood_stays_bounded():
     finally:
         link.close()
         dev.close()
+
+
+def test_unreadable_frames_are_not_counted_as_lost(dev_link):
+    dev, link = dev_link
+    dev.send(P.EV_ATTACH, (1, 2, 1))
+    dev.seq += 1  # a frame of a type this host does not know, with the next seq
+    raw = bytearray(P.struct.pack("<BBHH", P.VERSION, 0x3E, dev.seq, 2) + b"hi")
+    raw += P.struct.pack("<I", P.crc32(raw))
+    out = bytearray(32)
+    os.write(dev.master, bytes(memoryview(out)[: P.cobs_encode_into(raw, len(raw), out)]))
+    dev.send(P.EV_ATTACH, (2, 0, 1))
+    assert [link.next_event(5)["t"] for _ in range(2)] == [1, 2]
+    assert link.stats()["seq_gaps"] == 0

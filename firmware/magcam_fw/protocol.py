@@ -266,7 +266,10 @@ def cobs_encode_into(buf, n, dst):
 
 
 def cobs_decode_into(src, n, dst):
-    """Decode one COBS block sequence src[:n] (no delimiters) into dst; -1 if invalid or too big."""
+    """Decode one COBS block sequence src[:n] (no delimiters) into dst.
+
+    Returns the decoded length, -1 if the encoding is invalid, -2 if it would not fit in dst.
+    """
     i = 0
     j = 0
     cap = len(dst)
@@ -275,14 +278,16 @@ def cobs_decode_into(src, n, dst):
         if code == 0:
             return -1
         end = i + code
-        if end > n or j + code - 1 > cap:
+        if end > n:
             return -1
+        if j + code - 1 > cap:
+            return -2
         dst[j : j + code - 1] = src[i + 1 : end]
         j += code - 1
         i = end
         if code != 0xFF and i < n:
             if j >= cap:
-                return -1
+                return -2
             dst[j] = 0
             j += 1
     return j
@@ -367,6 +372,10 @@ class Decoder:
 
     def _frame(self, callback):
         m = cobs_decode_into(self._buf_mv, self._n, self._raw_mv)
+        if m == -2:  # longer than the cap once decoded
+            self.overflows += 1
+            self.bytes_dropped += self._n
+            return False
         if m < HEADER_SIZE + CRC_SIZE:
             self.framing_errors += 1
             self.bytes_dropped += self._n

@@ -232,12 +232,12 @@ class Link:
                 self._dec.feed(data, self._on_message)
 
     def _on_message(self, mtype: int, seq: int, payload: memoryview) -> None:
-        if not P.readable(mtype, payload):
-            return  # well-formed but not for us (the decoder counted it): go on
-        msg = P.unpack(mtype, payload)
         if self._last_dev_seq is not None and seq != (self._last_dev_seq + 1) & 0xFFFF:
             self.device_seq_gaps += 1
         self._last_dev_seq = seq
+        if not P.readable(mtype, payload):
+            return  # well-formed but not for us (the decoder counted it): go on
+        msg = P.unpack(mtype, payload)
         kind = msg["type"]
         self.last_device_t = msg.get("t", self.last_device_t)
         with self._cond:

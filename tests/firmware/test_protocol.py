@@ -628,3 +628,12 @@ def test_check_frame_begin_rejects_each_bad_kind():
     for f, word in cases:
         why = P.check_frame_begin(f)
         assert why is not None and word in why, (f, why)
+
+
+def test_decoder_frame_just_over_the_cap_is_an_overflow():
+    small = P.Decoder(64)
+    big = P.Encoder(256)
+    # Fits the encoded-size allowance but not the decoded buffer: an overflow, not a framing error.
+    wire = bytes(big.encode(P.EV_LOG, 1, (1, 1), "x" * 60))
+    assert collect(small, wire + LENS2) == [M_LENS2]
+    assert small.overflows == 1 and small.framing_errors == 0
