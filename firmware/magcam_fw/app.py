@@ -91,7 +91,7 @@ class App:
         lk = self.link
         self.link.send(
             P.HELLO,
-            (P.VERSION, self.session, self.now(), lk.max_payload, lk.rx_max_payload, lk.chunk_size),
+            (P.VERSION, self.session, self.now(), lk.max_payload, lk.rx_max_payload, lk.chunk_size, 0),
             FIRMWARE_VERSION,
         )
 
@@ -99,7 +99,7 @@ class App:
         t = self.now()
         self._event(P.EV_ATTACH, (t, self.attach.state, self.attach.session))
         self._event(P.EV_POWER, (t, self.rail.state, self._mv, self._ma, self.rail.limits["budget_mw"]))
-        self._event(P.EV_THERMAL, (t, self._mc, self.thermal.state))
+        self._event(P.EV_THERMAL, (t, self._mc, self.thermal.state, 0))
         self._event(P.EV_ENCODER, (t, self.encoder.value(), self.focus.position, 0, self.focus.flags))
 
     # ---- control ----------------------------------------------------------------------
@@ -123,7 +123,7 @@ class App:
             self._event(P.EV_POWER, (now, self.rail.state, self._mv, self._ma, self.rail.limits["budget_mw"]))
         if self.thermal.update(self._mc) or ticks_diff(now, self._next_thermal) >= 0:
             self._next_thermal = ticks_add(now, _THERMAL_EVERY_MS)
-            self._event(P.EV_THERMAL, (now, self._mc, self.thermal.state))
+            self._event(P.EV_THERMAL, (now, self._mc, self.thermal.state, 0))
             if self.thermal.state == SUSPENDED and self._capturing:
                 self._abort = True
         count = self.encoder.value()

@@ -72,6 +72,12 @@ CMD_GET_DESCRIPTOR = const(0x42)
 CMD_CAPTURE = const(0x43)
 CMD_SET_LENS = const(0x44)
 CMD_DISCONNECT = const(0x45)
+CMD_POWER_GRANT = const(0x46)
+CMD_POWER_RESET = const(0x47)
+CMD_FAULTS_READ = const(0x48)
+CMD_FAULTS_CLEAR = const(0x49)
+CMD_DESCRIPTOR_WRITE = const(0x4A)
+CMD_STREAM = const(0x4B)
 
 # Tail kinds: what follows the fixed struct part of a payload.
 _NO_TAIL = const(0)
@@ -82,8 +88,8 @@ _BYTES = const(2)
 SCHEMA = {
     HELLO: (
         "hello",
-        "<BIIHHH",
-        ("version", "session", "uptime_ms", "max_payload", "rx_max_payload", "chunk_size"),
+        "<BIIHHHB",
+        ("version", "session", "uptime_ms", "max_payload", "rx_max_payload", "chunk_size", "mode"),
         "firmware",
         _TEXT,
     ),
@@ -93,7 +99,7 @@ SCHEMA = {
     EV_ENCODER: ("encoder", "<IiiiB", ("t", "count", "lens", "velocity", "flags"), None, _NO_TAIL),
     EV_ATTACH: ("attach", "<IBI", ("t", "state", "session"), None, _NO_TAIL),
     EV_POWER: ("power", "<IBHHH", ("t", "state", "mv", "ma", "budget_mw"), None, _NO_TAIL),
-    EV_THERMAL: ("thermal", "<IiB", ("t", "mc", "state"), None, _NO_TAIL),
+    EV_THERMAL: ("thermal", "<IiBH", ("t", "mc", "state", "fps_x10"), None, _NO_TAIL),
     EV_FAULT: ("fault", "<IBiH", ("t", "cause", "value", "count"), None, _NO_TAIL),
     EV_LINK: (
         "link",
@@ -124,6 +130,12 @@ SCHEMA = {
     CMD_CAPTURE: ("capture", "<HHIf", ("width", "height", "exposure_us", "analog_gain"), None, _NO_TAIL),
     CMD_SET_LENS: ("set_lens", "<i", ("position",), None, _NO_TAIL),
     CMD_DISCONNECT: ("disconnect", "<", (), None, _NO_TAIL),
+    CMD_POWER_GRANT: ("power_grant", "<H", ("budget_mw",), None, _NO_TAIL),
+    CMD_POWER_RESET: ("power_reset", "<", (), None, _NO_TAIL),
+    CMD_FAULTS_READ: ("faults_read", "<H", ("first",), None, _NO_TAIL),
+    CMD_FAULTS_CLEAR: ("faults_clear", "<", (), None, _NO_TAIL),
+    CMD_DESCRIPTOR_WRITE: ("descriptor_write", "<HH", ("offset", "total"), "data", _BYTES),
+    CMD_STREAM: ("stream", "<HHIfH", ("width", "height", "exposure_us", "analog_gain", "fps_x10"), None, _NO_TAIL),
 }
 
 # Enumerations carried in events, indexed by their wire value.
@@ -133,7 +145,14 @@ POWER_STATES = ("off", "requesting", "granted", "soft_start", "on", "fault", "re
 THERMAL_STATES = ("normal", "derated", "suspended")
 FAULT_CAUSES = (
     "none", "over_current", "under_voltage", "over_temperature", "vbus_lost", "brownout", "watchdog", "sensor",
+    "over_budget",
 )
+# One persisted fault-log record, as CMD_FAULTS_READ returns them back to back in the ACK data:
+# boot number, device time (ms), cause, the reading that tripped it.
+FAULT_RECORD = "<HIBi"
+FAULT_RECORD_SIZE = const(11)
+MODES = ("normal", "safe")
+MODE_SAFE = const(1)
 FRAME_STATUS = ("ok", "aborted", "sensor_error")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_INFO = const(1)

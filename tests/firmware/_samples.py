@@ -21,6 +21,7 @@ SAMPLES = [
             "max_payload": 8192,
             "rx_max_payload": 1024,
             "chunk_size": 4096,
+            "mode": 1,
             "firmware": "magcam 0.1.0",
         },
     ),
@@ -42,7 +43,7 @@ SAMPLES = [
     ),
     ("attach", P.EV_ATTACH, 5, {"t": 0, "state": 2, "session": 1}),
     ("power", P.EV_POWER, 6, {"t": 1000, "state": 4, "mv": 4963, "ma": 250, "budget_mw": 5000}),
-    ("thermal", P.EV_THERMAL, 7, {"t": 2000, "mc": -12500, "state": 1}),
+    ("thermal", P.EV_THERMAL, 7, {"t": 2000, "mc": -12500, "state": 1, "fps_x10": 150}),
     ("fault", P.EV_FAULT, 8, {"t": 3000, "cause": 1, "value": 1800, "count": 2}),
     (
         "link",
@@ -89,4 +90,10 @@ SAMPLES = [
     ("capture", P.CMD_CAPTURE, 18, {"width": 640, "height": 480, "exposure_us": 10000, "analog_gain": 1.5}),
     ("set_lens", P.CMD_SET_LENS, 19, {"position": -500}),
     ("disconnect", P.CMD_DISCONNECT, 20, {}),
+    ("power_grant", P.CMD_POWER_GRANT, 21, {"budget_mw": 4500}),
+    ("power_reset", P.CMD_POWER_RESET, 22, {}),
+    ("faults_read", P.CMD_FAULTS_READ, 23, {"first": 80}),
+    ("faults_clear", P.CMD_FAULTS_CLEAR, 24, {}),
+    ("descriptor_write", P.CMD_DESCRIPTOR_WRITE, 25, {"offset": 512, "total": 1100, "data": b'{"serial": "X"}'}),
+    ("stream", P.CMD_STREAM, 26, {"width": 320, "height": 240, "exposure_us": 5000, "analog_gain": 2.0, "fps_x10": 150}),
 ]
