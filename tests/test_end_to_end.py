@@ -265,3 +265,18 @@ def test_detach_mid_frame_aborts_and_the_next_capture_is_clean(tmp_path):
         expected = sim.render({"w": 320, "h": 240, "exposure_us": frame.exposure_us, "gain": frame.analog_gain,
                                "frame_id": frame.frame_id, "lens": frame.lens_position})
         assert np.array_equal(frame.data, expected)
+
+
+def test_restart_keeps_port_and_flash_and_the_host_can_reconnect(tmp_path):
+    flash = tmp_path / "flash"
+    with Simulator(flash=flash) as sim:
+        port = sim.port
+        assert json.loads((flash / "descriptor.json").read_text())["serial"] == "SIM-000001"
+        with magcam.connect(port) as cam:
+            first_session = cam.hello["session"]
+            cam.capture_raw(64, 48)
+        sim.restart()
+        assert sim.port == port and sim.boots == 2
+        with magcam.connect(port) as cam:
+            assert cam.hello["session"] == first_session  # a fresh boot counts sessions from 1 again
+            assert cam.capture_raw(64, 48).frame_id == 1

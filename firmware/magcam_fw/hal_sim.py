@@ -109,7 +109,7 @@ class SimSensor:
 
 
 class SimHal:
-    def __init__(self, sensor_dir=None, scenario=None):
+    def __init__(self, sensor_dir=None, scenario=None, storage="."):
         self.ring_a = VirtualPin(0)
         self.ring_b = VirtualPin(0)
         self.hall = VirtualPin(1)  # starts attached: snapped onto the phone
@@ -121,6 +121,7 @@ class SimHal:
         self.lens = 0
         self.sensor = SimSensor(sensor_dir) if sensor_dir else None
         self.scenario = scenario
+        self.storage = storage  # the module's filesystem root (the sim's flash directory)
 
     def set_rail(self, on):
         self.rail_on = bool(on)
@@ -140,6 +141,12 @@ class SimHal:
     def on_connect(self):
         if self.scenario:
             self.scenario.start()
+
+    def reset(self):
+        """machine.reset() for the simulator: the runner boots the firmware again."""
+        import sys
+
+        sys.exit(3)
 
     def tasks(self):
         return [self.scenario.run(self)] if self.scenario else []

@@ -1,8 +1,9 @@
 """Entry point of the firmware in the MicroPython unix port (started by ``magcam sim``).
 
-    micropython -m magcam_fw.sim_main --sensor-dir DIR [--scenario FILE] [--descriptor FILE]
+    micropython -m magcam_fw.sim_main --flash DIR [--sensor-dir DIR] [--scenario FILE]
 
-stdin/stdout are the serial link; the host side of them is a pseudo-terminal.
+stdin/stdout are the serial link; the host side of them is a pseudo-terminal. ``--flash`` is
+the module's filesystem (descriptor.json, fault log, boot state), kept across resets.
 """
 
 import sys
@@ -22,7 +23,7 @@ def _args(argv):
             opts[argv[i][2:]] = argv[i + 1]
             i += 2
         else:
-            raise SystemExit("usage: sim_main [--sensor-dir DIR] [--scenario FILE] [--descriptor FILE]")
+            raise SystemExit("usage: sim_main --flash DIR [--sensor-dir DIR] [--scenario FILE]")
     return opts
 
 
@@ -33,12 +34,13 @@ def _read(path):
 
 def main(argv=None):
     opts = _args(sys.argv[1:] if argv is None else argv)
-    if "descriptor" in opts:
-        descriptor = _read(opts["descriptor"])
-    else:
+    flash = opts.get("flash", ".")
+    try:
+        descriptor = _read(flash + "/descriptor.json")
+    except OSError:  # a blank module: the factory descriptor shipped with the firmware
         descriptor = _read(__file__.rsplit("/", 1)[0] + "/descriptor.json")
     scenario = Player(parse(_read(opts["scenario"]))) if "scenario" in opts else None
-    hal = SimHal(opts.get("sensor-dir"), scenario)
+    hal = SimHal(opts.get("sensor-dir"), scenario, storage=flash)
     transport = StdioTransport()
     try:
         asyncio.run(App(hal, transport, descriptor).run())

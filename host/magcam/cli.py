@@ -46,15 +46,18 @@ def demo(out_dir: Path, scene: str | None, seed: int, json_mode: bool) -> None:
               help="Stimuli, one JSON object per line (turn, detach, attach, load, temp).")
 @click.option("--scene", type=click.Path(exists=True, dir_okay=False), help="Image the virtual sensor sees.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sensor noise seed.")
+@click.option("--flash", type=click.Path(file_okay=False, path_type=Path),
+              help="The module's filesystem (fault log, descriptor), kept across runs (default: a fresh one).")
 @click.option("--port-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the serial device path to this file.")
 @click.option("--duration", type=float, help="Stop after this many seconds (default: until interrupted).")
-def sim(scenario: str | None, scene: str | None, seed: int, port_file: Path | None, duration: float | None) -> None:
+def sim(scenario: str | None, scene: str | None, seed: int, flash: Path | None, port_file: Path | None,
+        duration: float | None) -> None:
     """Start the simulated module and print its serial device path."""
     from .sim import Simulator, SimulatorError
 
     try:
-        simulator = Simulator(scenario=scenario, scene=scene, seed=seed).start()
+        simulator = Simulator(scenario=scenario, scene=scene, seed=seed, flash=flash).start()
     except (SimulatorError, OSError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)

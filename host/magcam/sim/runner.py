@@ -9,10 +9,14 @@ Usage::
 
     from magcam.sim import Simulator
 
-    with Simulator(scenario="turn.jsonl") as sim:
+    with Simulator(scenario="turn.jsonl", flash="module-fs") as sim:
         print(sim.port)           # e.g. /dev/pts/7
         with magcam.connect(sim.port) as cam:
             ...
+        sim.restart()             # power-cycle the module: same pty, same flash
+
+``flash`` is the module's filesystem (fault log, descriptor, boot state). It persists across
+``restart()`` and resets, and across runs when given; without it each run gets a fresh one.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ FIRMWARE_PACKAGE_DIR = Path(magcam_fw.__file__).resolve().parent
 DEFAULT_DESCRIPTOR = FIRMWARE_PACKAGE_DIR / "descriptor.json"
 _SENSOR_HDR = struct.Struct("<HHI")  # status, reserved, byte count
 _STALL_S = 2.0  # how long a host may stop reading before the "USB buffer" drops data
+RESET_EXIT_CODE = 3  # the firmware asks for a reset (machine.reset, watchdog): boot it again
+_BOOT_DELAY_S = 0.05
 
 
 class SimulatorError(RuntimeError):
@@ -59,6 +65,102 @@ def micropython_executable() -> str:
     return found
 
 
+class _Boot:
+    """One boot of the firmware: its process, its sensor FIFOs and the threads serving them."""
+
+    def __init__(self, sim: "Simulator", number: int):
+        self.sim = sim
+        self.stop = threading.Event()
+        self.dir = os.path.join(sim._tmp, f"boot{number}")
+        os.mkdir(self.dir)
+        req, resp = os.path.join(self.dir, "sensor.req"), os.path.join(self.dir, "sensor.resp")
+        os.mkfifo(req)
+        os.mkfifo(resp)
+        # O_RDWR on our ends: opening never blocks, whichever side comes first.
+        self.req_fd = os.open(req, os.O_RDWR | os.O_NONBLOCK)
+        self.resp_fd = os.open(resp, os.O_RDWR | os.O_NONBLOCK)
+        cmd = [micropython_executable(), "-X", f"heapsize={sim.heap}", "-m", "magcam_fw.sim_main",
+               "--sensor-dir", self.dir, "--flash", str(sim.flash)]
+        if sim.scenario_path:
+            cmd += ["--scenario", str(sim.scenario_path.resolve())]
+        env = dict(os.environ, MICROPYPATH=f".frozen:{FIRMWARE_PACKAGE_DIR.parent}")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0)
+        self.threads = [threading.Thread(target=t, name=f"sim-{t.__name__}", daemon=True)
+                        for t in (self._pump_out, self._serve_sensor)]
+        for t in self.threads:
+            t.start()
+
+    def end(self) -> None:
+        self.stop.set()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for t in self.threads:
+            t.join(timeout=5)
+        for f in (self.proc.stdin, self.proc.stdout):
+            f.close()
+        for fd in (self.req_fd, self.resp_fd):
+            os.close(fd)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _pump_out(self) -> None:
+        """Firmware stdout -> pty. A host that stops reading stalls us at most _STALL_S."""
+        src, master = self.proc.stdout.fileno(), self.sim._master
+        while not self.stop.is_set():
+            try:
+                data = os.read(src, 65536)
+            except OSError:
+                return
+            if not data:
+                return  # firmware exited
+            view = memoryview(data)
+            deadline = time.monotonic() + _STALL_S
+            while view and not self.stop.is_set():
+                try:
+                    n = os.write(master, view)
+                    view = view[n:]
+                    deadline = time.monotonic() + _STALL_S
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        self.sim.bytes_dropped += len(view)
+                        break
+                    select.select([], [master], [], 0.05)
+                except OSError:
+                    return
+
+    def _serve_sensor(self) -> None:
+        pending = b""
+        while not self.stop.is_set():
+            r, _, _ = select.select([self.req_fd], [], [], 0.1)
+            if not r:
+                continue
+            try:
+                pending += os.read(self.req_fd, 4096)
+            except BlockingIOError:
+                continue
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                self._answer(line)
+
+    def _answer(self, line: bytes) -> None:
+        try:
+            frame = self.sim.render(json.loads(line))
+            payload = frame.astype("<u2", copy=False).tobytes()
+            status = 0
+        except (ValueError, KeyError, TypeError):
+            payload, status = b"", 1
+        self._write_all(_SENSOR_HDR.pack(status, 0, len(payload)) + payload)
+        self.sim.frames_rendered += 1
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view and not self.stop.is_set():
+            try:
+                view = view[os.write(self.resp_fd, view):]
+            except BlockingIOError:
+                select.select([], [self.resp_fd], [], 0.1)
+
+
 class Simulator:
     def __init__(
         self,
@@ -66,8 +168,11 @@ class Simulator:
         scene: str | os.PathLike | None = None,
         seed: int = 0,
         descriptor: str | os.PathLike | None = None,
+        flash: str | os.PathLike | None = None,
         heap: str = "512k",
     ):
+        # The sensor's physical truth is the factory descriptor; the module's own copy lives in
+        # its flash, where calibration may rewrite it.
         self.descriptor_path = Path(descriptor) if descriptor else DEFAULT_DESCRIPTOR
         self.descriptor = json.loads(self.descriptor_path.read_text())
         self.scenario_path = Path(scenario) if scenario else None
@@ -85,77 +190,100 @@ class Simulator:
         self.sensor = SensorModel(self.descriptor, scene_img, seed=seed)
         self.seed = seed
         self.heap = heap
+        self._flash_arg = Path(flash) if flash else None
+        self.flash: Path | None = None
         self.port: str | None = None
-        self.proc: subprocess.Popen | None = None
+        self.boots = 0
         self.frames_rendered = 0
         self.bytes_dropped = 0
+        self._boot: _Boot | None = None
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._fds: list[int] = []
         self._tmp: str | None = None
+
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        return self._boot.proc if self._boot else None
 
     # ---- lifecycle ----------------------------------------------------------------------
     def start(self) -> "Simulator":
         self._tmp = tempfile.mkdtemp(prefix="magcam-sim-")
-        req, resp = os.path.join(self._tmp, "sensor.req"), os.path.join(self._tmp, "sensor.resp")
-        os.mkfifo(req)
-        os.mkfifo(resp)
-        # O_RDWR on our ends: opening never blocks, whichever side comes first.
-        self._req_fd = self._own(os.open(req, os.O_RDWR | os.O_NONBLOCK))
-        self._resp_fd = self._own(os.open(resp, os.O_RDWR | os.O_NONBLOCK))
+        self.flash = self._flash_arg or Path(self._tmp) / "flash"
+        try:
+            self.flash.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SimulatorError(f"flash directory {self.flash}: {e}") from None
+        if not (self.flash / "descriptor.json").exists():  # a new module leaves the factory so
+            shutil.copyfile(self.descriptor_path, self.flash / "descriptor.json")
         master, slave = os.openpty()
-        self._own(master)
-        self._own(slave)  # held open so the host may close and reopen the port freely
-        tty.setraw(slave)
+        tty.setraw(slave)  # the host may open the port late: no echo, no line discipline meanwhile
         os.set_blocking(master, False)
-        self._master = master
+        self._master, self._slave = master, slave  # slave held open: hosts may close and reopen
         self.port = os.ttyname(slave)
-        cmd = [micropython_executable(), "-X", f"heapsize={self.heap}", "-m", "magcam_fw.sim_main",
-               "--sensor-dir", self._tmp, "--descriptor", str(self.descriptor_path)]
-        if self.scenario_path:
-            cmd += ["--scenario", str(self.scenario_path.resolve())]
-        env = dict(os.environ, MICROPYPATH=f".frozen:{FIRMWARE_PACKAGE_DIR.parent}")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0)
-        for target in (self._pump_out, self._pump_in, self._serve_sensor):
+        self._boot_firmware()
+        for target in (self._pump_in, self._watch):
             t = threading.Thread(target=target, name=f"sim-{target.__name__}", daemon=True)
             t.start()
             self._threads.append(t)
         return self
 
+    def _boot_firmware(self) -> None:
+        with self._lock:
+            if self._boot:
+                self._boot.end()
+            self.boots += 1
+            self._boot = _Boot(self, self.boots)
+
+    def restart(self, scenario: str | os.PathLike | None | bool = True) -> None:
+        """Power-cycle the module: the firmware boots again; pty and flash stay.
+
+        ``scenario``: True keeps the current one (it replays from the next connection), None
+        boots with none, a path boots with that one.
+        """
+        if scenario is not True:
+            self.scenario_path = Path(scenario) if scenario else None
+        self._boot_firmware()
+
     def stop(self) -> None:
         self._stop.set()
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        with self._lock:
+            if self._boot:
+                self._boot.proc.terminate()
+                try:
+                    self._boot.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+                self._boot.end()
+                self._boot = None
         for t in self._threads:
             t.join(timeout=5)
-        for fd in self._fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._fds.clear()
-        if self.proc:
-            for f in (self.proc.stdin, self.proc.stdout):
-                if f:
-                    f.close()
+        self._threads.clear()
+        for fd in (getattr(self, "_master", None), getattr(self, "_slave", None)):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._master = self._slave = None
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
     def alive(self) -> bool:
-        return bool(self.proc) and self.proc.poll() is None
+        with self._lock:
+            return bool(self._boot) and self._boot.proc.poll() is None
 
     def wait(self, timeout: float | None = None) -> int | None:
-        """Block until the firmware exits (or timeout); its exit status."""
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
+        """Block until the firmware exits for good (or timeout); its exit status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while deadline is None or time.monotonic() < deadline:
+            with self._lock:
+                code = self._boot.proc.poll() if self._boot else None
+            if code is not None and code != RESET_EXIT_CODE:
+                return code
+            time.sleep(0.02)
+        return None
 
     def __enter__(self) -> "Simulator":
         return self.start()
@@ -163,39 +291,20 @@ class Simulator:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def _own(self, fd: int) -> int:
-        self._fds.append(fd)
-        return fd
-
-    # ---- relay ------------------------------------------------------------------------
-    def _pump_out(self) -> None:
-        """Firmware stdout -> pty. A host that stops reading stalls us at most _STALL_S."""
-        src = self.proc.stdout.fileno()
+    # ---- relay and resets ---------------------------------------------------------------
+    def _watch(self) -> None:
+        """A firmware that asks for a reset (exit code 3) boots again, as a board would."""
         while not self._stop.is_set():
-            try:
-                data = os.read(src, 65536)
-            except OSError:
-                return
-            if not data:
-                return  # firmware exited
-            view = memoryview(data)
-            deadline = time.monotonic() + _STALL_S
-            while view and not self._stop.is_set():
-                try:
-                    n = os.write(self._master, view)
-                    view = view[n:]
-                    deadline = time.monotonic() + _STALL_S
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        self.bytes_dropped += len(view)
-                        break
-                    select.select([], [self._master], [], 0.05)
-                except OSError:
-                    return
+            with self._lock:
+                code = self._boot.proc.poll() if self._boot else None
+            if code == RESET_EXIT_CODE and not self._stop.is_set():
+                time.sleep(_BOOT_DELAY_S)
+                if not self._stop.is_set():
+                    self._boot_firmware()
+            time.sleep(0.02)
 
     def _pump_in(self) -> None:
-        """pty -> firmware stdin."""
-        dst = self.proc.stdin
+        """pty -> the current firmware's stdin (bytes sent while it reboots are lost, as on USB)."""
         while not self._stop.is_set():
             r, _, _ = select.select([self._master], [], [], 0.1)
             if not r:
@@ -209,48 +318,18 @@ class Simulator:
                     time.sleep(0.05)
                     continue
                 return
+            with self._lock:
+                stdin = self._boot.proc.stdin if self._boot else None
             try:
-                dst.write(data)
+                if stdin:
+                    stdin.write(data)
             except (BrokenPipeError, ValueError, OSError):
-                return
+                pass  # the firmware is rebooting
 
     # ---- virtual sensor ---------------------------------------------------------------
-    def _serve_sensor(self) -> None:
-        pending = b""
-        while not self._stop.is_set():
-            r, _, _ = select.select([self._req_fd], [], [], 0.1)
-            if not r:
-                continue
-            try:
-                pending += os.read(self._req_fd, 4096)
-            except BlockingIOError:
-                continue
-            while b"\n" in pending:
-                line, pending = pending.split(b"\n", 1)
-                self._answer(line)
-
-    def _answer(self, line: bytes) -> None:
-        try:
-            req = json.loads(line)
-            frame = self.render(req)
-            payload = frame.astype("<u2", copy=False).tobytes()
-            status = 0
-        except (ValueError, KeyError, TypeError):
-            payload, status = b"", 1
-        self._write_all(self._resp_fd, _SENSOR_HDR.pack(status, 0, len(payload)) + payload)
-        self.frames_rendered += 1
-
     def render(self, req: dict) -> np.ndarray:
         """The frame the virtual sensor produces for a firmware request (deterministic)."""
         return self.sensor.render(
             int(req["w"]), int(req["h"]), int(req["exposure_us"]), float(req["gain"]),
             int(req["frame_id"]), int(req.get("lens", 0)),
         )
-
-    def _write_all(self, fd: int, data: bytes) -> None:
-        view = memoryview(data)
-        while view and not self._stop.is_set():
-            try:
-                view = view[os.write(fd, view):]
-            except BlockingIOError:
-                select.select([], [fd], [], 0.1)
