@@ -4,10 +4,23 @@
 whole script. Stimuli::
 
     {"t": 0,   "do": "turn", "steps": 200, "rate": 1000}   # quadrature transitions; <0 turns back
+    {"t": 0,   "do": "turn", "steps": 40, "rate": 50, "bounce": 3}   # contact bounce, see below
+    {"t": 300, "do": "glitch", "n": 2}                      # impossible transitions, see below
     {"t": 500, "do": "detach"}
     {"t": 900, "do": "attach"}
     {"t": 1000, "do": "load", "ma": 1800}
     {"t": 1500, "do": "temp", "c": 72}
+
+``turn``: ``steps`` transitions at ``rate`` per second (0 < rate <= 1e6), one line changing
+at a time, spread evenly from ``t``. With ``"bounce": B`` (0..100) every transition is followed
+at once by B bounce pairs: the line that just changed goes back and forth again (two legal
+transitions that net zero), as a worn contact does. The net count at any time is exactly the
+transitions due by then, whatever the rate and the bounce.
+
+``glitch``: ``n`` glitches (1..10000), each an impossible transition out and back: both lines
+flip at once (as when the IRQ misses an edge), twice, so the lines end where they started. The
+decoder must reject them: its count does not move, its ``glitches`` counter rises by 2 per
+glitch (one per two-line jump it sees).
 
 Usage::
 
@@ -22,8 +35,11 @@ from magcam_fw.compat import const, sleep_ms, ticks_diff, ticks_ms
 _STEP_MS = const(1)
 # Forward quadrature sequence of (A << 1) | B levels.
 _GRAY = (0, 1, 3, 2)
+_GRAY_INDEX = (0, 1, 3, 2)  # position of each (A << 1) | B state in that sequence
 
-KINDS = ("turn", "detach", "attach", "load", "temp", "vbus")
+KINDS = ("turn", "detach", "attach", "load", "temp", "vbus", "glitch")
+_MAX_BOUNCE = const(100)
+_MAX_GLITCHES = const(10000)
 # The number each kind needs, and its range.
 _NEEDS = {"load": ("ma", 0, 100000), "temp": ("c", -60, 200), "vbus": ("mv", 0, 30000)}
 
@@ -48,6 +64,12 @@ def parse(text):
             rate = ev.get("rate")
             if not isinstance(ev.get("steps"), int) or not _number(rate) or not (0 < rate <= 1000000):
                 raise ValueError("scenario line %d: turn needs integer 'steps' and 0 < 'rate' <= 1e6" % lineno)
+            if not _int_in(ev.get("bounce", 0), 0, _MAX_BOUNCE):
+                raise ValueError("scenario line %d: turn 'bounce' must be an integer 0..%d" % (lineno, _MAX_BOUNCE))
+        elif kind == "glitch":
+            n = ev.get("n")
+            if not _int_in(n, 1, _MAX_GLITCHES):
+                raise ValueError("scenario line %d: glitch needs an integer 'n' in 1..%d" % (lineno, _MAX_GLITCHES))
         elif kind in _NEEDS:
             key, lo, hi = _NEEDS[kind]
             v = ev.get(key)
@@ -63,12 +85,16 @@ def _number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _int_in(v, lo, hi):
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
 class Player:
     def __init__(self, events):
         self.events = events
         self._t0 = None
         self._next = 0
-        self._turns = []  # [start_ms, steps_done, total_steps, rate, direction]
+        self._turns = []  # [start_ms, steps_done, total_steps, rate, direction, bounce]
 
     def start(self):
         if self._t0 is None:
@@ -84,18 +110,26 @@ class Player:
         while self._next < len(evs) and evs[self._next].get("t", 0) <= now:
             self._apply(hal, evs[self._next])
             self._next += 1
+        finished = False
         for turn in self._turns:
             due = min(turn[2], (now - turn[0]) * turn[3] // 1000)
             while turn[1] < due:
-                self._transition(hal, turn[4])
+                self._transition(hal, turn[4], turn[5])
                 turn[1] += 1
-        self._turns = [t for t in self._turns if t[1] < t[2]]
+            if turn[1] >= turn[2]:
+                finished = True
+        if finished:  # rebuilt only when a turn ends: no garbage on every 1 ms step
+            self._turns = [t for t in self._turns if t[1] < t[2]]
 
     def _apply(self, hal, ev):
         kind = ev["do"]
         if kind == "turn":
             steps = ev["steps"]
-            self._turns.append([ev.get("t", 0), 0, abs(steps), ev["rate"], 1 if steps > 0 else -1])
+            self._turns.append([ev.get("t", 0), 0, abs(steps), ev["rate"], 1 if steps > 0 else -1, ev.get("bounce", 0)])
+        elif kind == "glitch":
+            for _ in range(ev["n"]):
+                self._flip_both(hal)  # out to the opposite state ...
+                self._flip_both(hal)  # ... and back
         elif kind == "detach":
             hal.hall.value(0)
             hal.vbus.value(0)
@@ -110,14 +144,37 @@ class Player:
             hal.vbus_mv = int(ev["mv"])
 
     @staticmethod
-    def _transition(hal, direction):
-        state = (hal.ring_a.value() << 1) | hal.ring_b.value()
-        nxt = _GRAY[(_GRAY.index(state) + direction) % 4]
+    def _transition(hal, direction, bounce=0):
+        a = hal.ring_a
+        b = hal.ring_b
+        state = (a.value() << 1) | b.value()
+        nxt = _GRAY[(_GRAY_INDEX[state] + direction) & 3]
         # Exactly one line changes per transition, as on a real encoder.
         if (nxt >> 1) != (state >> 1):
-            hal.ring_a.value(nxt >> 1)
+            pin = a
+            level = nxt >> 1
         else:
-            hal.ring_b.value(nxt & 1)
+            pin = b
+            level = nxt & 1
+        pin.value(level)
+        for _ in range(bounce):  # contact bounce: the same line back and forth, netting zero
+            pin.value(1 - level)
+            pin.value(level)
+
+    @staticmethod
+    def _flip_both(hal):
+        """Both ring lines change before either interrupt runs: an impossible transition."""
+        a = hal.ring_a
+        b = hal.ring_b
+        # VirtualPin fires its handler on every change, so A changes with its handler off
+        # (the IRQ is pending), then B's handler sees both lines changed at once.
+        handler = a._handler
+        a._handler = None
+        a.value(1 - a.value())
+        a._handler = handler
+        b.value(1 - b.value())
+        if handler:
+            handler(a)  # A's pending interrupt: nothing further changed
 
     async def run(self, hal):
         while True:

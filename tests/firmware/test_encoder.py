@@ -1,17 +1,18 @@
-"""Quadrature decoder on virtual pins, and focus-by-wire with its soft end-stops."""
+"""Quadrature decoder on virtual pins (divisor, reverse, glitches, detent hysteresis) and the
+hardware-counter wrapper (divisor, reverse, wrap-around). Focus tests are in test_focus.py."""
 
+import sys
 
-from magcam_fw import protocol as P
-from magcam_fw.encoder import QuadratureDecoder
-from magcam_fw.focus import Focus
+from _util import raises
+from magcam_fw.encoder import HardwareCounter, QuadratureDecoder
 from magcam_fw.hal_sim import VirtualPin
 
 FORWARD = (0, 1, 3, 2)  # (A << 1) | B through one quadrature cycle
 
 
-def _ring(a=0, b=0, reverse=False):
+def _ring(a=0, b=0, reverse=False, divisor=1):
     pa, pb = VirtualPin(a), VirtualPin(b)
-    enc = QuadratureDecoder(pa, pb, reverse)
+    enc = QuadratureDecoder(pa, pb, divisor=divisor, reverse=reverse)
     enc.attach()
     return pa, pb, enc
 
@@ -22,11 +23,18 @@ def _go(pa, pb, state):
     pb.value(state & 1)
 
 
+def _state(pa, pb):
+    return (pa.value() << 1) | pb.value()
+
+
+def _step(pa, pb, direction):
+    """One legal transition forward (+1) or back (-1) from wherever the lines are."""
+    _go(pa, pb, FORWARD[(FORWARD.index(_state(pa, pb)) + direction) % 4])
+
+
 def _cycles(pa, pb, n, forward=True):
-    seq = FORWARD if forward else (0, 2, 3, 1)
-    for _ in range(n):
-        for s in seq[1:] + seq[:1]:
-            _go(pa, pb, s)
+    for _ in range(4 * n):
+        _step(pa, pb, 1 if forward else -1)
 
 
 def _both_at_once(pa, pb, enc, a, b):
@@ -41,11 +49,14 @@ def _both_at_once(pa, pb, enc, a, b):
     enc._isr(pb)
 
 
+# ---------------------------------------------------------------------------------- decoder
+
+
 def test_forward_cycles_count_four_each():
     pa, pb, enc = _ring()
     for n in range(1, 6):
         _cycles(pa, pb, 1)
-        assert enc.value() == 4 * n
+        assert enc.value() == 4 * n and enc.raw() == 4 * n
     assert enc.glitches == 0
     assert (pa.value(), pb.value()) == (0, 0)
 
@@ -77,9 +88,9 @@ def test_starting_state_is_read_from_the_pins():
 def test_reverse_flag_negates():
     pa, pb, enc = _ring(reverse=True)
     _cycles(pa, pb, 2)
-    assert enc.value() == -8
+    assert enc.value() == -8 and enc.raw() == -8
     _cycles(pa, pb, 3, forward=False)
-    assert enc.value() == 4
+    assert enc.value() == 4 and enc.raw() == 4
 
 
 def test_illegal_transitions_are_glitches_not_counts():
@@ -114,67 +125,250 @@ def test_no_irq_for_writes_of_the_same_level():
     assert enc.value() == 0 and enc.glitches == 0
 
 
-class _Actuator:
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, pos):
-        self.calls.append(pos)
-
-
-def test_focus_starts_mid_range_and_drives_actuator():
-    act = _Actuator()
-    f = Focus(act, lo=0, hi=1000)
-    assert f.position == 500 and act.calls == [500] and f.flags == 0
-    assert f.update(10) is True
-    assert f.position == 510 and act.calls == [500, 510]
-    assert f.update(10) is False  # no ring movement: no actuator call
-    assert act.calls == [500, 510]
-    assert f.update(-5) is True and f.position == 495
-
-
-def test_focus_clamps_and_sets_end_stop_flags():
-    act = _Actuator()
-    f = Focus(act, lo=0, hi=100, start=50)
-    assert f.update(60) is True
-    assert f.position == 100 and f.flags == P.ENC_AT_MAX
-    n = len(act.calls)
-    assert f.update(80) is False  # further against the stop: no move, no call
-    assert len(act.calls) == n and f.flags == P.ENC_AT_MAX
-    assert f.update(79) is True  # backs off at once, no dead travel
-    assert f.position == 99 and f.flags == 0
-    assert f.update(79 - 200) is True
-    assert f.position == 0 and f.flags == P.ENC_AT_MIN
-    assert f.update(-500) is False and f.flags == P.ENC_AT_MIN
-    assert act.calls[-1] == 0 and act.calls.count(0) == 1
-
-
-def test_focus_move_to():
-    act = _Actuator()
-    f = Focus(act, lo=-50, hi=50, start=0)
-    assert f.move_to(-50) is True and f.flags == P.ENC_AT_MIN
-    assert f.move_to(-80) is False and f.position == -50
-    assert f.move_to(50) is True and f.flags == P.ENC_AT_MAX
-    assert f.move_to(10) is True and f.flags == 0
-    assert act.calls == [0, -50, 50, 10]
-
-
-def test_focus_follows_the_encoder():
+def test_detach_stops_counting():
     pa, pb, enc = _ring()
-    act = _Actuator()
-    f = Focus(act, lo=0, hi=20, start=10)
-    _cycles(pa, pb, 2)  # +8
-    f.update(enc.value())
-    assert f.position == 18
-    _cycles(pa, pb, 1)  # +4, clamped at 20
-    f.update(enc.value())
-    assert f.position == 20 and f.flags == P.ENC_AT_MAX
-    _cycles(pa, pb, 2, forward=False)  # -8
-    f.update(enc.value())
-    assert f.position == 12 and f.flags == 0
+    _cycles(pa, pb, 1)
+    enc.detach()
+    _cycles(pa, pb, 1)
+    assert enc.raw() == 4
 
 
-def test_focus_start_outside_range_is_clamped():
-    act = _Actuator()
-    f = Focus(act, lo=0, hi=100, start=500)
-    assert (f.position, act.calls, f.flags) == (100, [100], P.ENC_AT_MAX), (f.position, act.calls, f.flags)
+# ---------------------------------------------------------------------------------- divisor
+
+
+def test_divisor_1_2_4_detents_per_cycle():
+    for divisor, per_cycle in ((1, 4), (2, 2), (4, 1)):
+        pa, pb, enc = _ring(divisor=divisor)
+        assert enc.divisor == divisor
+        _cycles(pa, pb, 5)
+        assert enc.value() == 5 * per_cycle and enc.raw() == 20, (divisor, enc.value())
+        _cycles(pa, pb, 8, forward=False)
+        assert enc.value() == -3 * per_cycle and enc.raw() == -12, (divisor, enc.value())
+        assert enc.glitches == 0
+
+
+def test_divisor_each_transition():
+    # value() moves exactly when a rest state is reached: every `divisor` transitions.
+    for divisor in (1, 2, 4):
+        pa, pb, enc = _ring(divisor=divisor)
+        seen = []
+        for _ in range(12):
+            _step(pa, pb, 1)
+            seen.append(enc.value())
+        assert seen == [(i + 1) // divisor for i in range(12)], (divisor, seen)
+        seen = []
+        for _ in range(12):
+            _step(pa, pb, -1)
+            seen.append(enc.value())
+        # Coming back, a detent is counted on arriving at the rest state below it.
+        assert seen == [-(-(11 - i) // divisor) for i in range(12)], (divisor, seen)
+
+
+def test_divisor_rejects_other_values():
+    pa, pb = VirtualPin(0), VirtualPin(0)
+    for bad in (0, 3, 8, -1, True):  # True: the old positional `reverse` must not pass as 1
+        raises(ValueError, QuadratureDecoder, pa, pb, bad)
+        raises(ValueError, HardwareCounter, lambda: 0, bad)
+
+
+def test_detent_boundary_bounce_does_not_flicker():
+    """Bounce across a detent boundary: value() changes once, when the detent is reached."""
+    for divisor in (2, 4):
+        pa, pb, enc = _ring(divisor=divisor)
+        for _ in range(divisor - 1):
+            _step(pa, pb, 1)
+        values = [enc.value()]
+        for _ in range(20):  # the last transition into the detent bounces: in, out, in, ...
+            _step(pa, pb, 1)
+            values.append(enc.value())
+            _step(pa, pb, -1)
+            values.append(enc.value())
+        _step(pa, pb, 1)
+        values.append(enc.value())
+        changes = sum(1 for i in range(1, len(values)) if values[i] != values[i - 1])
+        assert changes == 1 and values[-1] == 1, (divisor, values)
+        # Resting in the detent and bouncing out of it either way changes nothing either.
+        for d in (1, -1) * 10:
+            _step(pa, pb, d)
+            assert enc.value() == 1
+            _step(pa, pb, -d)
+            assert enc.value() == 1
+        assert enc.raw() == divisor and enc.glitches == 0
+
+
+def test_detent_hysteresis_half_way_back_and_forth():
+    pa, pb, enc = _ring(divisor=4)
+    _cycles(pa, pb, 2)  # two detents
+    assert enc.value() == 2
+    for _ in range(3):  # three quarters back: still detent 2 until the rest state below
+        _step(pa, pb, -1)
+        assert enc.value() == 2
+    _step(pa, pb, -1)
+    assert enc.value() == 1
+    for _ in range(3):  # and forward again: detent 1 until detent 2 is reached again
+        _step(pa, pb, 1)
+        assert enc.value() == 1
+    _step(pa, pb, 1)
+    assert enc.value() == 2
+
+
+def test_rest_state_is_the_starting_state():
+    # Pull-ups, common to ground: many rings rest at AB = 11. Detents are counted there.
+    pa, pb, enc = _ring(1, 1, divisor=4)
+    _step(pa, pb, 1)
+    _step(pa, pb, 1)
+    _step(pa, pb, 1)
+    assert enc.value() == 0
+    _step(pa, pb, 1)
+    assert _state(pa, pb) == 3 and enc.value() == 1
+
+
+def test_divisor_with_reverse():
+    pa, pb, enc = _ring(divisor=4, reverse=True)
+    _cycles(pa, pb, 3)
+    assert enc.value() == -3 and enc.raw() == -12
+    _cycles(pa, pb, 5, forward=False)
+    assert enc.value() == 2 and enc.raw() == 8
+
+
+def test_glitches_realign_detents_never_invent_one():
+    pa, pb, enc = _ring(divisor=4)
+    _cycles(pa, pb, 1)
+    assert enc.value() == 1
+    # Two forward transitions are missed (seen as one 2-line jump), then the turn goes on.
+    _step(pa, pb, 1)  # raw 5
+    _both_at_once(pa, pb, enc, 1, 0)  # 01 -> 10: really +2, counted as a glitch
+    assert enc.glitches == 1 and enc.raw() == 5
+    _step(pa, pb, 1)  # back at the rest state 00 after really a whole detent
+    # The half-lost detent is dropped, not invented; the count re-aligns to the rest state.
+    assert enc.value() == 1 and _state(pa, pb) == 0
+    _cycles(pa, pb, 3)
+    assert enc.value() == 4 and enc.raw() == 18
+    _cycles(pa, pb, 2, forward=False)
+    assert enc.value() == 2
+
+
+# ---------------------------------------------------------------------------------- hardware counter
+
+
+class _Counter:
+    """A hardware counter register: `n` transitions, read back as the hardware presents it."""
+
+    def __init__(self, start=0, bits=0, signed=False):
+        self.n = start
+        self.bits = bits
+        self.signed = signed
+        self.reads = 0
+
+    def __call__(self):
+        self.reads += 1
+        if not self.bits:
+            return self.n
+        v = self.n & ((1 << self.bits) - 1)
+        if self.signed and v >= 1 << (self.bits - 1):
+            v -= 1 << self.bits
+        return v
+
+
+def test_hardware_counter_same_api():
+    hw = _Counter(start=1234)  # counts since boot: the wrapper starts from zero
+    enc = HardwareCounter(hw)
+    assert (enc.value(), enc.raw(), enc.glitches, enc.divisor) == (0, 0, 0, 1)
+    hw.n += 7
+    assert enc.value() == 7 and enc.raw() == 7
+    hw.n -= 20
+    assert enc.value() == -13
+    for name in ("value", "raw", "glitches", "divisor"):
+        assert hasattr(QuadratureDecoder(VirtualPin(), VirtualPin()), name), name
+
+
+def test_hardware_counter_divisor_and_reverse():
+    hw = _Counter()
+    enc = HardwareCounter(hw, divisor=4, reverse=True)
+    hw.n = 3
+    assert enc.value() == 0 and enc.raw() == -3
+    hw.n = 4
+    assert enc.value() == -1
+    hw.n = 9  # sampled: jumps over detents at once
+    assert enc.value() == -2 and enc.raw() == -9
+    hw.n = -8
+    assert enc.value() == 2 and enc.raw() == 8
+
+
+def test_hardware_counter_hysteresis_between_samples():
+    hw = _Counter()
+    enc = HardwareCounter(hw, divisor=4)
+    seen = []
+    for n in (3, 4, 3, 4, 3, 5, 4, 1, 0, 1, -1, 0, -3, -4, -3, -4):
+        hw.n = n
+        seen.append(enc.value())
+    assert seen == [0, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, -1, -1, -1], seen
+    for divisor in (1, 2):
+        hw = _Counter()
+        enc = HardwareCounter(hw, divisor=divisor)
+        hw.n = 40
+        assert enc.value() == 40 // divisor
+
+
+def test_hardware_counter_wraps_16_and_32_bit():
+    for bits, signed in ((16, False), (16, True), (32, False), (32, True)):
+        top = 1 << bits
+        hw = _Counter(start=top - 10, bits=bits, signed=signed)
+        enc = HardwareCounter(hw, divisor=1, bits=bits)
+        total = 0
+        for step in (7, 7, 7, -30, -30, 1000, -2000, 5):  # crosses the wrap both ways
+            hw.n += step
+            total += step
+            assert enc.raw() == total, (bits, signed, step, enc.raw(), total)
+        # Many laps around the register, read often enough.
+        for _ in range(5):
+            for _ in range(4):
+                hw.n += top // 4 - 1
+                total += top // 4 - 1
+                assert enc.raw() == total
+    raises(ValueError, HardwareCounter, _Counter(), 1, False, 8)
+
+
+def test_hardware_counter_without_bits_does_not_unwrap():
+    hw = _Counter()
+    enc = HardwareCounter(hw)
+    hw.n = 1 << 20  # extended in software by the runtime: taken as is
+    assert enc.raw() == 1 << 20
+    hw.n = -(1 << 20)
+    assert enc.raw() == -(1 << 20)
+
+
+# ---------------------------------------------------------------------------------- allocation
+
+
+def test_irq_handler_and_counter_allocate_nothing_on_micropython():
+    if sys.implementation.name != "micropython":
+        return  # CPython allocates for every int; the rule is about MicroPython's heap
+    import micropython
+
+    pa, pb, enc = _ring(divisor=4)
+    isr = enc._isr  # bound once, as attach() does
+    hw = _Counter(start=65530, bits=16)
+    ctr = HardwareCounter(hw, divisor=4, bits=16)
+    micropython.heap_lock()
+    try:
+        for _ in range(50):
+            pb.value(1)  # forward 00 -> 01 -> 11 -> 10 -> 00, with B bouncing on the way
+            pb.value(0)
+            pb.value(1)
+            pa.value(1)
+            pb.value(0)
+            pa.value(0)
+            pa._v = 1  # both lines at once: a glitch
+            pb._v = 1
+            isr(pa)
+            pa._v = 0
+            pb._v = 0
+            isr(pb)
+            hw.n += 3
+            ctr.value()
+            ctr.raw()
+    finally:
+        micropython.heap_unlock()
+    assert enc.raw() == 200 and enc.value() == 50 and enc.glitches == 100
+    assert ctr.raw() == 150 and ctr.value() == 37
