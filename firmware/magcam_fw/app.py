@@ -6,7 +6,8 @@ imports ``machine`` or ``board``. Three cooperative tasks share the CPU:
 - control (every ``_TICK_MS``): ring -> lens, attach, power rail, thermal, telemetry events;
 - link: reads commands and answers them;
 - capture: streams one RAW frame in chunks, yielding between chunks so the control tick
-  keeps its period (a detach cuts the rail and stops streaming in the same tick).
+  keeps its period (a detach cuts the rail and stops streaming in the same tick);
+- stream: live frames at the host's rate, derated by temperature.
 
 Usage::
 
@@ -16,10 +17,10 @@ Usage::
 
 import json
 
-from magcam_fw import FIRMWARE_VERSION, protocol as P
+from magcam_fw import FIRMWARE_VERSION, descriptor, protocol as P
 from magcam_fw.attach import AttachDetector, ATTACHED
 from magcam_fw.compat import asyncio, const, sleep_ms, ticks_add, ticks_diff, ticks_ms
-from magcam_fw.encoder import QuadratureDecoder
+from magcam_fw.faultlog import FaultLog
 from magcam_fw.focus import Focus
 from magcam_fw.link import Link
 from magcam_fw.power import PowerRail, ON
@@ -49,12 +50,14 @@ class App:
         sensor = self.descriptor["sensor"]
         lens = self.descriptor["lens"]
         self._cfa = P.CFA_NAMES.index(sensor["cfa"])
-        self.encoder = QuadratureDecoder(hal.ring_a, hal.ring_b)
-        self.encoder.attach()
+        self.encoder = hal.ring  # a QuadratureDecoder or HardwareCounter: value() in detents
         self.focus = Focus(hal.lens_actuator, lens["position_min"], lens["position_max"])
         self.attach = AttachDetector(hal.hall, hal.vbus)
+        self._attach_session = self.attach.session
         self.rail = PowerRail(hal.set_rail, self.descriptor.get("power"))
         self.thermal = Thermal()
+        self.faultlog = FaultLog(hal.storage.rstrip("/") + "/faults.bin")
+        self.boot = self.faultlog.next_boot()
         self._t0 = ticks_ms()
         self.session = 0  # link session id; 0 while no host is connected
         self._sessions = 0
@@ -65,10 +68,11 @@ class App:
         self._capturing = False
         self._abort = False
         self._chunk = bytearray(chunk_size)
+        self._stream = None  # the CMD_STREAM request while streaming, else None
+        self._upload = descriptor.Upload(self.link.max_payload)
         self._mc = hal.read_temp_mc()
         self._mv = 0
         self._ma = 0
-        self._velocity = 0
         self._last_count = 0
         self._next_power = self._next_thermal = self._next_link = self._next_beacon = 0
         self.running = True
@@ -95,12 +99,16 @@ class App:
             FIRMWARE_VERSION,
         )
 
+    def _power_event(self, now):
+        self._next_power = ticks_add(now, _POWER_EVERY_MS)
+        self._event(P.EV_POWER, (now, self.rail.state, self._mv, self._ma, self.rail.budget_mw))
+
     def _snapshot(self):
         t = self.now()
         self._event(P.EV_ATTACH, (t, self.attach.state, self.attach.session))
-        self._event(P.EV_POWER, (t, self.rail.state, self._mv, self._ma, self.rail.limits["budget_mw"]))
-        self._event(P.EV_THERMAL, (t, self._mc, self.thermal.state, 0))
-        self._event(P.EV_ENCODER, (t, self.encoder.value(), self.focus.position, 0, self.focus.flags))
+        self._power_event(t)
+        self._event(P.EV_THERMAL, (t, self._mc, self.thermal.state, self._stream_fps()))
+        self._event(P.EV_ENCODER, (t, self.encoder.value(), self.focus.position, self.focus.velocity, self.focus.flags))
 
     # ---- control ----------------------------------------------------------------------
     def control_tick(self):
@@ -116,23 +124,24 @@ class App:
             self._abort = True  # the sensor lost power: stop streaming in this same tick
         if attach_changed:
             self._event(P.EV_ATTACH, (now, self.attach.state, self.attach.session))
+            if self.attach.session != self._attach_session:
+                self._attach_session = self.attach.session
+                if self.session:
+                    self._new_session()  # re-attached after a detach: the host resumes on a fresh session
         if cause:
             self._event(P.EV_FAULT, (now, cause, self.rail.last_value, min(self.rail.faults, 0xFFFF)))
+            self.faultlog.append(self.boot, now, cause, self.rail.last_value)
         if self.rail.state != before or ticks_diff(now, self._next_power) >= 0:
-            self._next_power = ticks_add(now, _POWER_EVERY_MS)
-            self._event(P.EV_POWER, (now, self.rail.state, self._mv, self._ma, self.rail.limits["budget_mw"]))
+            self._power_event(now)
         if self.thermal.update(self._mc) or ticks_diff(now, self._next_thermal) >= 0:
             self._next_thermal = ticks_add(now, _THERMAL_EVERY_MS)
-            self._event(P.EV_THERMAL, (now, self._mc, self.thermal.state, 0))
+            self._event(P.EV_THERMAL, (now, self._mc, self.thermal.state, self._stream_fps()))
             if self.thermal.state == SUSPENDED and self._capturing:
                 self._abort = True
         count = self.encoder.value()
-        delta = count - self._last_count
+        if self.focus.update(count, now) or count != self._last_count:
+            self._event(P.EV_ENCODER, (now, count, self.focus.position, self.focus.velocity, self.focus.flags))
         self._last_count = count
-        # Counts per second, smoothed over a few ticks.
-        self._velocity = (self._velocity * 7 + delta * (1000 // _TICK_MS) * 3) // 10
-        if self.focus.update(count) or delta:
-            self._event(P.EV_ENCODER, (now, count, self.focus.position, self._velocity, self.focus.flags))
         if self.session:
             if ticks_diff(now, self._host_seen) > _SESSION_TIMEOUT_MS:
                 self._end_session()  # host went away: stop streaming, beacon again
@@ -176,6 +185,8 @@ class App:
             self._hello()
             self.link.send(P.DESCRIPTOR, (), self._descriptor_json)
             self._snapshot()
+            if self.faultlog.status == "reset":
+                self.link.send(P.EV_LOG, (self.now(), P.LOG_WARNING), "fault log started afresh: " + self.faultlog.reason)
             return
         if mtype < P.CMD_CONNECT or not P.readable(mtype, payload):
             if mtype in P.SCHEMA and mtype >= P.CMD_CONNECT:
@@ -203,23 +214,103 @@ class App:
         elif mtype == P.CMD_DISCONNECT:
             self._reply(seq, True, self.session)
             self._end_session()
+        elif mtype == P.CMD_POWER_GRANT:
+            self.rail.grant(P.unpack(mtype, payload)["budget_mw"], self.now())
+            self._reply(seq, True, self.rail.granted_mw)
+            self._power_event(self.now())
+        elif mtype == P.CMD_POWER_RESET:
+            self.rail.reset()
+            self._reply(seq, True, self.rail.state)
+            self._power_event(self.now())
+        elif mtype == P.CMD_FAULTS_READ:
+            first = P.unpack(mtype, payload)["first"]
+            records = self.faultlog.read(first, (self.link.max_payload - 6) // P.FAULT_RECORD_SIZE)
+            self._reply(seq, True, self.faultlog.count(), records)
+        elif mtype == P.CMD_FAULTS_CLEAR:
+            n = self.faultlog.count()
+            self.faultlog.clear()
+            self._reply(seq, True, n)
+        elif mtype == P.CMD_STREAM:
+            self._set_stream(seq, P.unpack(mtype, payload))
+        elif mtype == P.CMD_DESCRIPTOR_WRITE:
+            self._descriptor_chunk(seq, P.unpack(mtype, payload))
 
-    def _start_capture(self, seq, c):
+    def _refusal(self, c):
+        """(NAK code, reason) if a capture cannot start now, else None."""
         why = P.check_capture(c["width"], c["height"], c["exposure_us"], c["analog_gain"])
         if why:
-            self._reply(seq, False, P.NAK_BAD_ARGS, why)
-        elif self.attach.state != ATTACHED or self.rail.state != ON:
-            self._reply(seq, False, P.NAK_NOT_ATTACHED, "sensor rail is off (module detached or faulted)")
-        elif self.thermal.state == SUSPENDED:
-            self._reply(seq, False, P.NAK_BUSY, "streaming suspended: too hot")
-        elif self._capturing or self.hal.sensor is None:
-            self._reply(seq, False, P.NAK_BUSY, "capture in progress")
+            return P.NAK_BAD_ARGS, why
+        if self.attach.state != ATTACHED or self.rail.state != ON:
+            return P.NAK_NOT_ATTACHED, "sensor rail is off (module detached or faulted)"
+        if self.thermal.state == SUSPENDED:
+            return P.NAK_BUSY, "streaming suspended: too hot"
+        if self._capturing or self.hal.sensor is None:
+            return P.NAK_BUSY, "capture in progress"
+        return None
+
+    def _begin_capture(self, c):
+        self._frame_id += 1
+        self._capturing = True
+        self._abort = False
+        asyncio.create_task(self._capture(self._frame_id, c, self.focus.position))
+        return self._frame_id
+
+    def _start_capture(self, seq, c):
+        refused = self._refusal(c)
+        if refused:
+            self._reply(seq, False, refused[0], refused[1])
         else:
-            self._frame_id += 1
-            self._capturing = True
-            self._abort = False
-            self._reply(seq, True, self._frame_id)
-            asyncio.create_task(self._capture(self._frame_id, c, self.focus.position))
+            self._reply(seq, True, self._begin_capture(c))
+
+    def _set_stream(self, seq, s):
+        if s["fps_x10"] == 0:
+            self._stream = None
+            self._reply(seq, True, 0)
+            return
+        why = P.check_capture(s["width"], s["height"], s["exposure_us"], s["analog_gain"])
+        if why or s["fps_x10"] > 600:
+            self._reply(seq, False, P.NAK_BAD_ARGS, why or "fps above 60")
+            return
+        self._stream = s
+        self._reply(seq, True, self._stream_fps())
+
+    def _stream_fps(self):
+        """The streaming rate (x10) the temperature allows now; 0 when not streaming."""
+        return self.thermal.fps_x10(self._stream["fps_x10"]) if self._stream else 0
+
+    async def _stream_task(self):
+        next_at = self.now()
+        while self.running:
+            fps = self._stream_fps()
+            if fps and self.session and ticks_diff(self.now(), next_at) >= 0:
+                if self._refusal(self._stream) is None:
+                    self._begin_capture(self._stream)
+                next_at = ticks_add(self.now(), 10000 // fps)
+            await sleep_ms(_TICK_MS)
+
+    def _descriptor_chunk(self, seq, w):
+        done, why = self._upload.chunk(w["offset"], w["total"], w["data"])
+        if why:
+            self._reply(seq, False, P.NAK_BAD_ARGS, why)
+            return
+        if done:
+            text = self._upload.text()
+            try:
+                descriptor.save(self.hal.storage, text)
+            except OSError as e:
+                self._reply(seq, False, P.NAK_INTERNAL, "cannot save the descriptor: %r" % e)
+                return
+            self._descriptor_json = text
+            self.descriptor = json.loads(text)
+        self._reply(seq, True, 1 if done else 0)
+        if done:
+            self.link.send(P.DESCRIPTOR, (), self._descriptor_json)
+
+    def _new_session(self):
+        self._sessions += 1
+        self.session = self._sessions
+        self._hello()
+        self._snapshot()
 
     async def _link_task(self):
         while self.running:
@@ -278,7 +369,8 @@ class App:
 
     # ---- run --------------------------------------------------------------------------
     async def run(self):
-        tasks = [asyncio.create_task(self._control_task()), asyncio.create_task(self._link_task())]
+        tasks = [asyncio.create_task(self._control_task()), asyncio.create_task(self._link_task()),
+                 asyncio.create_task(self._stream_task())]
         for coro in self.hal.tasks():
             tasks.append(asyncio.create_task(coro))
         while self.running:

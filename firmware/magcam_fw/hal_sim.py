@@ -14,8 +14,13 @@ import json
 import select
 
 from magcam_fw.compat import const, ticks_diff, ticks_ms
+from magcam_fw.encoder import QuadratureDecoder
+from magcam_fw.ina2xx import INA226
+from magcam_fw.sim_i2c import VirtualI2C, VirtualINA226
 
 _RAIL_OHMS_X1000 = const(150)  # 0.15 ohm from VBUS through the load switch: droop under load
+_INA_ADDR = const(0x40)
+_SHUNT_MOHM = const(20)  # 20 mOhm: whole mA and mV read back exactly, and 4 A full scale
 _STATUS_HDR = const(8)
 _DRAIN_SLICE = const(16384)
 _DRAIN_MS = const(4)
@@ -112,6 +117,8 @@ class SimHal:
     def __init__(self, sensor_dir=None, scenario=None, storage="."):
         self.ring_a = VirtualPin(0)
         self.ring_b = VirtualPin(0)
+        self.ring = QuadratureDecoder(self.ring_a, self.ring_b)  # software decoding on pin IRQs
+        self.ring.attach()
         self.hall = VirtualPin(1)  # starts attached: snapped onto the phone
         self.vbus = VirtualPin(1)
         self.vbus_mv = 5000
@@ -122,6 +129,12 @@ class SimHal:
         self.sensor = SimSensor(sensor_dir) if sensor_dir else None
         self.scenario = scenario
         self.storage = storage  # the module's filesystem root (the sim's flash directory)
+        # The rail monitor: the real INA226 driver over a virtual I2C bus with a virtual chip.
+        self.i2c = VirtualI2C()
+        self._ina_chip = VirtualINA226(shunt_mohm=_SHUNT_MOHM)
+        self.i2c.add(_INA_ADDR, self._ina_chip)
+        self.power_monitor = INA226(self.i2c, _INA_ADDR, shunt_mohm=_SHUNT_MOHM)
+        self.power_monitor.configure()
 
     def set_rail(self, on):
         self.rail_on = bool(on)
@@ -130,10 +143,11 @@ class SimHal:
         self.lens = position
 
     def read_power(self):
-        """(mV, mA) as the rail's current/voltage monitor reads them."""
+        """(mV, mA) of the rail, read through the INA226 driver from the virtual chip."""
         mv = self.vbus_mv if self.vbus.value() else 0
         ma = self.load_ma if (self.rail_on and mv) else 0
-        return max(mv - ma * _RAIL_OHMS_X1000 // 1000, 0), ma
+        self._ina_chip.set(max(mv - ma * _RAIL_OHMS_X1000 // 1000, 0), ma)
+        return self.power_monitor.read()
 
     def read_temp_mc(self):
         return self.temp_mc

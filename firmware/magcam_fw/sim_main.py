@@ -8,6 +8,7 @@ the module's filesystem (descriptor.json, fault log, boot state), kept across re
 
 import sys
 
+from magcam_fw import descriptor
 from magcam_fw.app import App
 from magcam_fw.compat import asyncio
 from magcam_fw.hal_sim import SimHal
@@ -35,15 +36,11 @@ def _read(path):
 def main(argv=None):
     opts = _args(sys.argv[1:] if argv is None else argv)
     flash = opts.get("flash", ".")
-    try:
-        descriptor = _read(flash + "/descriptor.json")
-    except OSError:  # a blank module: the factory descriptor shipped with the firmware
-        descriptor = _read(__file__.rsplit("/", 1)[0] + "/descriptor.json")
     scenario = Player(parse(_read(opts["scenario"]))) if "scenario" in opts else None
     hal = SimHal(opts.get("sensor-dir"), scenario, storage=flash)
     transport = StdioTransport()
     try:
-        asyncio.run(App(hal, transport, descriptor).run())
+        asyncio.run(App(hal, transport, descriptor.load(flash)).run())
     finally:
         transport.close()
 

@@ -14,7 +14,9 @@ Usage::
 
 from __future__ import annotations
 
+import json
 import os
+import struct
 from pathlib import Path
 from typing import Iterator
 
@@ -24,6 +26,8 @@ from .frame import RawFrame
 from .link import Link
 
 DEFAULT_SIZE = (1024, 768)
+_RAIL_COMING_UP = ("requesting", "granted", "soft_start")
+RAIL_SETTLE_S = 3.0  # budget handshake + soft start take tens of ms; a retry back-off up to 8 s
 
 
 class Camera:
@@ -70,6 +74,8 @@ class Camera:
                     analog_gain: float = 1.0, timeout: float | None = None) -> RawFrame:
         """Capture one RAW frame; raises FrameError if it arrives damaged or is aborted."""
         w, h = (width or DEFAULT_SIZE[0]), (height or DEFAULT_SIZE[1])
+        # Right after connect or re-attach the rail is still coming up: give it a moment.
+        self._link.wait_state("power", lambda e: e["state"] not in _RAIL_COMING_UP, RAIL_SETTLE_S)
         ack = self._link.command(P.CMD_CAPTURE, {"width": w, "height": h, "exposure_us": int(exposure_us),
                                                   "analog_gain": float(analog_gain)}, timeout=1.0)
         # Generous: 2 s plus 1 s per 2 MB even over a slow full-speed USB link.
@@ -77,6 +83,55 @@ class Camera:
         frame = self._link.wait_frame(ack["value"], wait)
         frame.extra["descriptor_serial"] = self.descriptor.get("serial")
         return frame
+
+    @property
+    def power(self) -> dict | None:
+        """The latest power event: state, mV, mA, budget."""
+        return self._link.state.get("power")
+
+    def faults(self) -> list[dict]:
+        """The module's persisted fault log, oldest first (it survives resets)."""
+        out, first = [], 0
+        while True:
+            ack = self._link.command(P.CMD_FAULTS_READ, {"first": first})
+            data = ack["data"]
+            for off in range(0, len(data) - P.FAULT_RECORD_SIZE + 1, P.FAULT_RECORD_SIZE):
+                boot, t, cause, value = struct.unpack_from(P.FAULT_RECORD, data, off)
+                name = P.FAULT_CAUSES[cause] if cause < len(P.FAULT_CAUSES) else f"unknown({cause})"
+                out.append({"boot": boot, "t": t, "cause": name, "value": value})
+            first += len(data) // P.FAULT_RECORD_SIZE
+            if not data or first >= ack["value"]:
+                return out
+
+    def clear_faults(self) -> int:
+        """Erase the fault log; returns how many records it held."""
+        return self._link.command(P.CMD_FAULTS_CLEAR)["value"]
+
+    def reset_power(self) -> None:
+        """Clear a latched-off power rail (after the cause was dealt with)."""
+        self._link.command(P.CMD_POWER_RESET)
+
+    def write_descriptor(self, descriptor: dict) -> None:
+        """Replace the module descriptor on the device (committed atomically on the last chunk)."""
+        blob = json.dumps(descriptor, separators=(",", ":")).encode()
+        step = self.hello["rx_max_payload"] - 4
+        for off in range(0, len(blob), step):
+            self._link.command(P.CMD_DESCRIPTOR_WRITE, {"offset": off, "total": len(blob),
+                                                         "data": blob[off : off + step]}, timeout=2.0)
+        self.descriptor = self._link.descriptor = json.loads(blob)
+
+    def start_stream(self, width: int, height: int, *, fps: float = 10.0, exposure_us: int = 10000,
+                     analog_gain: float = 1.0) -> None:
+        """Live frames at up to ``fps`` (the module may derate when hot); read with next_frame()."""
+        self._link.command(P.CMD_STREAM, {"width": width, "height": height, "exposure_us": int(exposure_us),
+                                          "analog_gain": float(analog_gain), "fps_x10": round(fps * 10)})
+
+    def stop_stream(self) -> None:
+        self._link.command(P.CMD_STREAM, {"width": 16, "height": 16, "exposure_us": 1, "analog_gain": 1.0,
+                                          "fps_x10": 0})
+
+    def next_frame(self, timeout: float = 5.0) -> RawFrame:
+        return self._link.next_frame(timeout)
 
     def capture_dng(self, path: str | os.PathLike, **kw) -> Path:
         from .dng import write_dng

@@ -27,7 +27,8 @@ def to_event(msg: dict, link=None) -> dict:
         return {"type": "power", "t": msg["t"], "state": _name(P.POWER_STATES, msg["state"]), "mv": msg["mv"],
                 "ma": msg["ma"], "budget_mw": msg["budget_mw"]}
     if kind == "thermal":
-        return {"type": "thermal", "t": msg["t"], "c": msg["mc"] / 1000, "state": _name(P.THERMAL_STATES, msg["state"])}
+        return {"type": "thermal", "t": msg["t"], "c": msg["mc"] / 1000, "state": _name(P.THERMAL_STATES, msg["state"]),
+                "fps_x10": msg["fps_x10"]}
     if kind == "fault":
         return {"type": "fault", "t": msg["t"], "cause": _name(P.FAULT_CAUSES, msg["cause"]), "value": msg["value"],
                 "count": msg["count"]}

@@ -30,6 +30,9 @@ from .events import to_event
 from .frame import RawFrame
 
 
+DEFAULT_POWER_BUDGET_MW = 4500  # what a phone's reverse charging comfortably gives (5 V, 0.9 A)
+
+
 class LinkError(RuntimeError):
     """The link failed: closed, timed out, or the device broke the protocol."""
 
@@ -72,7 +75,8 @@ class Link:
     HEARTBEAT_S = 1.0
 
     def __init__(self, port: str, *, baudrate: int = 115200, event_queue: int = 10000,
-                 max_frame_bytes: int = P.MAX_FRAME_BYTES, exclusive: bool = True):
+                 max_frame_bytes: int = P.MAX_FRAME_BYTES, exclusive: bool = True,
+                 power_budget_mw: int | None = DEFAULT_POWER_BUDGET_MW):
         try:
             self.ser = serial.Serial(port, baudrate=baudrate, timeout=0.05, exclusive=exclusive)
         except (serial.SerialException, OSError) as e:
@@ -80,6 +84,11 @@ class Link:
         self.port = port
         self.ser.reset_input_buffer()  # stale bytes from before we opened the port
         self.max_frame_bytes = max_frame_bytes
+        # The host plays the phone: it grants the module's power requests up to this budget
+        # (None: never; the caller grants with CMD_POWER_GRANT itself).
+        self.power_budget_mw = power_budget_mw
+        self.state: dict[str, dict] = {}  # the latest event of each type
+        self._chores: collections.deque = collections.deque()  # commands the reader may not wait on
         self._dec = P.Decoder()
         self._enc = P.Encoder(1024)
         self._seq = random.randrange(1, 0xFFFF)
@@ -104,7 +113,7 @@ class Link:
         self._session = False
         self._reader = threading.Thread(target=self._read_loop, name="magcam-link-rx", daemon=True)
         self._reader.start()
-        self._beat = threading.Thread(target=self._heartbeat, name="magcam-link-beat", daemon=True)
+        self._beat = threading.Thread(target=self._housekeeping, name="magcam-link-chores", daemon=True)
         self._beat.start()
 
     # ---- lifecycle --------------------------------------------------------------------
@@ -209,15 +218,19 @@ class Link:
         return (f"{theirs}this host speaks protocol v{P.VERSION}: flash the module with the firmware "
                 f"of this host's release, or install the host release that matches the module's firmware")
 
-    def _heartbeat(self) -> None:
-        # The device ends a session after 5 s of host silence; keep ours alive.
+    def _housekeeping(self) -> None:
+        """Commands the reader thread must not wait on itself: power grants, heartbeats."""
         while not self.closed:
-            time.sleep(0.2)
-            if self._session and time.monotonic() - self._last_tx > self.HEARTBEAT_S:
-                try:
+            time.sleep(0.02)
+            try:
+                while self._chores:
+                    mtype, fields = self._chores.popleft()
+                    self.command(mtype, fields)
+                # The device ends a session after 5 s of host silence; keep ours alive.
+                if self._session and time.monotonic() - self._last_tx > self.HEARTBEAT_S:
                     self.command(P.CMD_PING, timeout=1.0, retries=0)
-                except LinkError:
-                    pass
+            except LinkError:
+                pass
 
     # ---- receiving --------------------------------------------------------------------
     def _read_loop(self) -> None:
@@ -264,6 +277,11 @@ class Link:
             self._dec.framing_errors += 1
 
     def _push(self, event: dict) -> None:
+        self.state[event["type"]] = event
+        if (event["type"] == "power" and event.get("state") == "requesting" and self.power_budget_mw
+                and not any(c[0] == P.CMD_POWER_GRANT for c in self._chores)):
+            grant = min(event["budget_mw"], self.power_budget_mw)
+            self._chores.append((P.CMD_POWER_GRANT, {"budget_mw": grant}))
         if len(self._events) == self._events.maxlen:
             self.events_dropped += 1
         self._events.append(event)
@@ -352,6 +370,35 @@ class Link:
                     raise FrameError(frame_id, f"not received within {timeout:.1f} s")
                 self._cond.wait(left)
             result = self._frames.pop(frame_id)
+        if isinstance(result, FrameError):
+            raise result
+        return result
+
+    def wait_state(self, kind: str, predicate, timeout: float) -> dict | None:
+        """Wait until the latest ``kind`` event satisfies ``predicate``; that event, or None."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                ev = self.state.get(kind)
+                if ev is not None and predicate(ev):
+                    return ev
+                left = deadline - time.monotonic()
+                if left <= 0 or self.closed:
+                    return None
+                self._cond.wait(left)
+
+    def next_frame(self, timeout: float) -> RawFrame:
+        """The oldest finished frame, whichever it is (streaming); raises FrameError if broken."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._frames:
+                if self.closed:
+                    raise LinkClosed(f"link closed ({self.close_reason})")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise FrameError(-1, f"no frame within {timeout:.1f} s")
+                self._cond.wait(left)
+            _, result = self._frames.popitem(last=False)
         if isinstance(result, FrameError):
             raise result
         return result

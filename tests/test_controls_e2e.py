@@ -1,0 +1,161 @@
+"""The module's controls end to end: `magcam sim --scenario` + `magcam monitor --json`, the real
+firmware in the MicroPython unix port, every state the firmware-controls issue names."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import magcam
+from magcam.sim import Simulator
+
+MAGCAM = [sys.executable, "-m", "magcam.cli"]
+
+
+def run_scenario(tmp_path: Path, lines: list[dict], seconds: float, flash: Path | None = None) -> list[dict]:
+    """Start `magcam sim` with the scenario, watch it with `magcam monitor --json`; all events."""
+    scenario = tmp_path / "scenario.jsonl"
+    scenario.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    port_file = tmp_path / "port"
+    cmd = [*MAGCAM, "sim", "--scenario", str(scenario), "--port-file", str(port_file)]
+    if flash:
+        cmd += ["--flash", str(flash)]
+    sim = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        port = sim.stdout.readline().strip()
+        mon = subprocess.run([*MAGCAM, "monitor", "--port", port, "--json", "--duration", str(seconds)],
+                             capture_output=True, text=True, timeout=seconds + 60)
+        assert mon.returncode == 0, mon.stderr
+    finally:
+        sim.terminate()
+        sim.wait(timeout=10)
+    return [json.loads(line) for line in mon.stdout.splitlines()]
+
+
+def of(events: list[dict], kind: str) -> list[dict]:
+    return [e for e in events if e["type"] == kind]
+
+
+def watch(cam, seconds: float) -> list[dict]:
+    """Every event the camera reports for ``seconds`` (events keep coming: bound by time)."""
+    events, deadline = [], time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        ev = cam.link.next_event(timeout=left)
+        if ev is not None:
+            events.append(ev)
+    return events
+
+
+@pytest.mark.parametrize("rate", [50, 1000, 10000])
+def test_ring_counts_exactly_with_bounce_and_reversals(tmp_path, rate):
+    n = max(rate // 5, 20)  # about 0.2 s of turning each way
+    events = run_scenario(tmp_path, [
+        {"t": 0, "do": "turn", "steps": n, "rate": rate, "bounce": 2},
+        {"t": 50 + n * 1000 // rate, "do": "glitch", "n": 5},
+        {"t": 100 + n * 1000 // rate, "do": "turn", "steps": -(n // 2), "rate": rate, "bounce": 1},
+    ], seconds=1.0 + 2 * n / rate)
+    enc = of(events, "encoder")
+    assert enc[-1]["count"] == n - n // 2
+    assert max(e["count"] for e in enc) == n
+
+
+def test_fast_turns_move_the_lens_further_than_slow_ones(tmp_path):
+    detents = 40
+    slow = run_scenario(tmp_path, [{"t": 0, "do": "turn", "steps": detents, "rate": 50}], seconds=1.3)
+    fast = run_scenario(tmp_path, [{"t": 0, "do": "turn", "steps": detents, "rate": 5000}], seconds=0.5)
+    slow_move = of(slow, "encoder")[-1]["lens"] - of(slow, "encoder")[0]["lens"]
+    fast_move = of(fast, "encoder")[-1]["lens"] - of(fast, "encoder")[0]["lens"]
+    assert of(slow, "encoder")[-1]["count"] == of(fast, "encoder")[-1]["count"] == detents
+    assert 0 < slow_move and fast_move >= 3 * slow_move
+
+
+def test_end_stops_clamp_and_are_reported(tmp_path):
+    events = run_scenario(tmp_path, [
+        {"t": 0, "do": "turn", "steps": 3000, "rate": 10000},
+        {"t": 500, "do": "turn", "steps": -6000, "rate": 10000},
+    ], seconds=1.6)
+    enc = of(events, "encoder")
+    assert max(e["lens"] for e in enc) == 1000 and min(e["lens"] for e in enc) == 0
+    assert any(e["at_max"] for e in enc) and enc[-1]["at_min"] and enc[-1]["lens"] == 0
+
+
+def test_attach_chatter_is_debounced(tmp_path):
+    lines = []
+    # 2 ms drop-outs of the magnet at irregular times (no aliasing with the 10 ms control
+    # tick): never long enough to count as a detach.
+    for t in (100, 117, 131, 152, 166, 183, 197, 214, 232, 249):
+        lines.append({"t": t, "do": "detach"})
+        lines.append({"t": t + 2, "do": "attach"})
+    lines += [{"t": 400, "do": "detach"}, {"t": 800, "do": "attach"}]
+    events = run_scenario(tmp_path, lines, seconds=1.5)
+    states = [e["state"] for e in of(events, "attach")]
+    assert states.count("detached") == 1 and states[-1] == "attached"
+    hellos = of(events, "hello")
+    assert len({h["session"] for h in hellos}) == 2  # re-attach: a new session, HELLO again
+
+
+@pytest.mark.parametrize("stimulus,cause", [
+    ({"do": "load", "ma": 2500}, "over_current"),
+    ({"do": "vbus", "mv": 4000}, "under_voltage"),
+    ({"do": "temp", "c": 85}, "over_temperature"),
+])
+def test_faults_cut_the_rail_in_the_same_tick(tmp_path, stimulus, cause):
+    events = run_scenario(tmp_path, [{"t": 300, **stimulus}], seconds=1.0)
+    fault = of(events, "fault")[0]
+    assert fault["cause"] == cause
+    cut = [e for e in of(events, "power") if e["t"] == fault["t"]]
+    assert cut and cut[0]["state"] == "fault"
+
+
+def test_repeated_faults_latch_the_rail_off(tmp_path):
+    events = run_scenario(tmp_path, [{"t": 300, "do": "load", "ma": 3000}], seconds=6.0)
+    states = [e["state"] for e in of(events, "power")]
+    assert "latched" in states and states[-1] == "latched"
+    assert len(of(events, "fault")) >= 2
+
+
+def test_fault_log_survives_a_restart_and_can_be_cleared(tmp_path):
+    flash = tmp_path / "flash"
+    scenario = tmp_path / "oc.jsonl"
+    scenario.write_text('{"t": 200, "do": "load", "ma": 2600}\n')
+    with Simulator(scenario=scenario, flash=flash) as sim:
+        with magcam.connect(sim.port) as cam:
+            assert of(watch(cam, 1.0), "fault")
+        sim.restart(scenario=None)
+        with magcam.connect(sim.port) as cam:
+            faults = cam.faults()
+            assert faults and faults[0]["cause"] == "over_current" and faults[0]["value"] == 2600
+            assert cam.clear_faults() == len(faults)
+            assert cam.faults() == []
+
+
+def test_detach_while_streaming_cuts_rail_and_stream_in_the_same_tick(tmp_path):
+    scenario = tmp_path / "yank.jsonl"
+    scenario.write_text('{"t": 600, "do": "detach"}\n')
+    with Simulator(scenario=scenario) as sim, magcam.connect(sim.port) as cam:
+        cam.start_stream(320, 240, fps=20)
+        frames = [cam.next_frame(timeout=5) for _ in range(3)]
+        assert all(f.data.shape == (240, 320) for f in frames)
+        events = watch(cam, 1.0)
+        leaving = next(e for e in events if e["type"] == "attach" and e["state"] != "attached")
+        cut = next(e for e in events if e["type"] == "power" and e["state"] == "off")
+        assert cut["t"] == leaving["t"]
+        after = [e for e in events if e["type"] == "frame" and e.get("ok") and e.get("t", 0) > leaving["t"]]
+        assert after == []  # no frame started after the detach
+
+
+def test_hot_module_derates_then_suspends_then_resumes(tmp_path):
+    scenario = tmp_path / "heat.jsonl"
+    scenario.write_text('{"t": 300, "do": "temp", "c": 58}\n{"t": 700, "do": "temp", "c": 68}\n'
+                        '{"t": 1100, "do": "temp", "c": 40}\n')
+    with Simulator(scenario=scenario) as sim, magcam.connect(sim.port) as cam:
+        cam.start_stream(64, 48, fps=20)
+        thermal = of(watch(cam, 1.5), "thermal")
+    steps = [(e["state"], e["fps_x10"]) for e in thermal]
+    assert ("normal", 200) in steps and ("derated", 100) in steps and ("suspended", 0) in steps
+    assert steps[-1] == ("normal", 200)
