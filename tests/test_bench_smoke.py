@@ -19,3 +19,16 @@ def test_link_benchmark_runs_and_verifies():
     report = json.loads(out.stdout)
     assert report["ok"] and report["decoder"]["verified"]["chunks"] == report["decoder"]["chunks"]
     assert report["decoder"]["decode_mbps_wire"] > 0
+
+
+def test_firmware_benchmark_runs_in_micropython_and_verifies():
+    out = subprocess.run(
+        [sys.executable, str(REPO / "tools/bench/firmware.py"), "--transitions", "20000", "--repeat", "1",
+         "--no-bisect", "--json"],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["ok"] and report["micropython"].startswith("micropython")
+    assert all(run["micropython"]["verified"] for run in report["decoder"])
+    assert report["heap"]["budget_ok"]
