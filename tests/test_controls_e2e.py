@@ -159,3 +159,22 @@ def test_hot_module_derates_then_suspends_then_resumes(tmp_path):
     steps = [(e["state"], e["fps_x10"]) for e in thermal]
     assert ("normal", 200) in steps and ("derated", 100) in steps and ("suspended", 0) in steps
     assert steps[-1] == ("normal", 200)
+
+
+def test_descriptor_write_persists_across_restart_and_bad_ones_are_refused(tmp_path, descriptor):
+    flash = tmp_path / "flash"
+    calibrated = json.loads(json.dumps(descriptor))
+    calibrated["serial"] = "CAL-0042"
+    calibrated["color"]["color_matrix_1"] = [0.8, -0.2, -0.05, -0.4, 1.2, 0.25, -0.1, 0.25, 0.6]
+    with Simulator(flash=flash) as sim:
+        with magcam.connect(sim.port) as cam:
+            cam.write_descriptor(calibrated)
+            assert cam.link.descriptor == calibrated
+            broken = dict(calibrated)
+            del broken["lens"]
+            with pytest.raises(magcam.CommandRejected, match="lens"):
+                cam.write_descriptor(broken)
+        sim.restart()
+        with magcam.connect(sim.port) as cam:
+            assert cam.descriptor == calibrated  # the device kept the good one across the reset
+    assert json.loads((flash / "descriptor.json").read_text()) == calibrated
