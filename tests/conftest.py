@@ -32,6 +32,13 @@ def tool(name: str) -> str:
     return found
 
 
+def pytest_addoption(parser):
+    # Hardware-in-the-loop tests (tests/hardware) run only against a board given here.
+    parser.addoption("--port", default=None, help="serial port of a prototype board (hardware tests)")
+    parser.addoption("--board", default=None, help="its board file, e.g. boards/rpi-pico.json")
+    parser.addoption("--sync", action="store_true", default=False, help="copy firmware/magcam_fw with mpremote first")
+
+
 @pytest.fixture(scope="module")
 def descriptor() -> dict:
     return json.loads(DESCRIPTOR_PATH.read_text())

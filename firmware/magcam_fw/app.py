@@ -56,6 +56,7 @@ class App:
         self._attach_session = self.attach.session
         self.rail = PowerRail(hal.set_rail, self.descriptor.get("power"))
         self.thermal = Thermal()
+        self._safe_reason = getattr(hal, "safe_reason", None)  # set by the safe-mode HAL
         self.faultlog = FaultLog(hal.storage.rstrip("/") + "/faults.bin")
         self.boot = self.faultlog.next_boot()
         self._t0 = ticks_ms()
@@ -95,7 +96,8 @@ class App:
         lk = self.link
         self.link.send(
             P.HELLO,
-            (P.VERSION, self.session, self.now(), lk.max_payload, lk.rx_max_payload, lk.chunk_size, 0),
+            (P.VERSION, self.session, self.now(), lk.max_payload, lk.rx_max_payload, lk.chunk_size,
+             P.MODE_SAFE if self._safe_reason else 0),
             FIRMWARE_VERSION,
         )
 
@@ -104,7 +106,12 @@ class App:
         self._event(P.EV_POWER, (now, self.rail.state, self._mv, self._ma, self.rail.budget_mw))
 
     def _snapshot(self):
+        """Everything a host that just (re)joined needs to know, including why things are odd."""
         t = self.now()
+        if self._safe_reason:
+            self.link.send(P.EV_LOG, (t, P.LOG_WARNING), "safe mode: " + self._safe_reason)
+        if self.faultlog.status in ("reset", "ram"):
+            self.link.send(P.EV_LOG, (t, P.LOG_WARNING), "fault log: " + self.faultlog.reason)
         self._event(P.EV_ATTACH, (t, self.attach.state, self.attach.session))
         self._power_event(t)
         self._event(P.EV_THERMAL, (t, self._mc, self.thermal.state, self._stream_fps()))
@@ -185,8 +192,6 @@ class App:
             self._hello()
             self.link.send(P.DESCRIPTOR, (), self._descriptor_json)
             self._snapshot()
-            if self.faultlog.status == "reset":
-                self.link.send(P.EV_LOG, (self.now(), P.LOG_WARNING), "fault log started afresh: " + self.faultlog.reason)
             return
         if mtype < P.CMD_CONNECT or not P.readable(mtype, payload):
             if mtype in P.SCHEMA and mtype >= P.CMD_CONNECT:

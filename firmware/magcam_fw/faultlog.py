@@ -17,7 +17,9 @@ not in; on open the valid copy with the higher seq wins, so a torn header write 
 the previous one. When the ring is full the oldest record is first dropped from the header,
 so its slot is never referenced while it is overwritten.
 
-A missing file is created (``status`` "new"). An unreadable one (both header copies bad,
+On a read-only filesystem (CircuitPython's drive while USB owns it) the log lives in RAM,
+starting from the file's contents if there is one: ``status`` "ram", faults are kept and
+readable until the next reset. A missing file is created (``status`` "new"). An unreadable one (both header copies bad,
 another capacity, wrong size) is replaced by an empty log (``status`` "reset", ``reason``
 says why; the boot counter is kept if a header copy was good): opening never raises for
 bad contents.
@@ -36,6 +38,7 @@ Plain open/seek/read/write and ``os.stat``: the MicroPython unix port, littlefs/
 and CPython alike.
 """
 
+import io
 import os
 import struct
 
@@ -81,9 +84,15 @@ class FaultLog:
         size = _size(self.path)
         if size < 0:
             self._create(0)
-            self.status = "new"
+            if self.status != "ram":
+                self.status = "new"
             return
-        self._f = open(self.path, "r+b")
+        try:
+            self._f = open(self.path, "r+b")
+        except OSError:  # read-only filesystem: carry on in RAM from the file's contents
+            with open(self.path, "rb") as f:
+                self._to_ram(f.read())
+            size = self._file_size()
         best = None
         for slot in (0, 1):
             h = self._header(slot)
@@ -121,10 +130,18 @@ class FaultLog:
             return None
         return seq, cap, nxt, count, boot
 
+    def _to_ram(self, contents):
+        self._f = io.BytesIO(contents)
+        self.status = "ram"
+        self.reason = "read-only filesystem: faults are kept in RAM until reset"
+
     def _create(self, boot):
-        with open(self.path, "wb") as f:
-            f.write(bytes(self._file_size()))
-        self._f = open(self.path, "r+b")
+        try:
+            with open(self.path, "wb") as f:
+                f.write(bytes(self._file_size()))
+            self._f = open(self.path, "r+b")
+        except OSError:
+            self._to_ram(bytes(self._file_size()))
         self._next = self._count = 0
         self._seq = 0
         self.boot = boot

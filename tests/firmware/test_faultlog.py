@@ -256,3 +256,16 @@ def test_faultlog_read_returns_what_cmd_faults_read_sends():
         assert recs[0] == (0, 600, 7, -6) and recs[-1] == (6, 6900, 6, -69)
         assert log.read(60, 64) == data[60 * REC :]
         log.close()
+
+
+def test_read_only_filesystem_keeps_the_log_in_ram():
+    # /proc takes no new files, not even from root: as a read-only CIRCUITPY drive does.
+    log = FaultLog("/proc/magcam-faults-test.bin", capacity=4)
+    assert log.status == "ram" and "read-only" in log.reason
+    boot = log.next_boot()
+    log.append(boot, 100, 1, 2500)
+    log.append(boot, 200, 2, 4100)
+    assert log.count() == 2
+    assert log.read(0, 10) == struct.pack("<HIBi", boot, 100, 1, 2500) + struct.pack("<HIBi", boot, 200, 2, 4100)
+    log.clear()
+    assert log.count() == 0
