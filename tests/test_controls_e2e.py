@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -39,16 +38,6 @@ def run_scenario(tmp_path: Path, lines: list[dict], seconds: float, flash: Path 
 
 def of(events: list[dict], kind: str) -> list[dict]:
     return [e for e in events if e["type"] == kind]
-
-
-def watch(cam, seconds: float) -> list[dict]:
-    """Every event the camera reports for ``seconds`` (events keep coming: bound by time)."""
-    events, deadline = [], time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        ev = cam.link.next_event(timeout=left)
-        if ev is not None:
-            events.append(ev)
-    return events
 
 
 @pytest.mark.parametrize("rate", [50, 1000, 10000])
@@ -125,7 +114,7 @@ def test_fault_log_survives_a_restart_and_can_be_cleared(tmp_path):
     scenario.write_text('{"t": 200, "do": "load", "ma": 2600}\n')
     with Simulator(scenario=scenario, flash=flash) as sim:
         with magcam.connect(sim.port) as cam:
-            assert of(watch(cam, 1.0), "fault")
+            assert of(cam.events(duration=1.0), "fault")
         sim.restart(scenario=None)
         with magcam.connect(sim.port) as cam:
             faults = cam.faults()
@@ -141,7 +130,7 @@ def test_detach_while_streaming_cuts_rail_and_stream_in_the_same_tick(tmp_path):
         cam.start_stream(320, 240, fps=20)
         frames = [cam.next_frame(timeout=5) for _ in range(3)]
         assert all(f.data.shape == (240, 320) for f in frames)
-        events = watch(cam, 1.0)
+        events = list(cam.events(duration=1.0))
         leaving = next(e for e in events if e["type"] == "attach" and e["state"] != "attached")
         cut = next(e for e in events if e["type"] == "power" and e["state"] == "off")
         assert cut["t"] == leaving["t"]
@@ -155,7 +144,7 @@ def test_hot_module_derates_then_suspends_then_resumes(tmp_path):
                         '{"t": 1100, "do": "temp", "c": 40}\n')
     with Simulator(scenario=scenario) as sim, magcam.connect(sim.port) as cam:
         cam.start_stream(64, 48, fps=20)
-        thermal = of(watch(cam, 1.5), "thermal")
+        thermal = of(cam.events(duration=1.5), "thermal")
     steps = [(e["state"], e["fps_x10"]) for e in thermal]
     assert ("normal", 200) in steps and ("derated", 100) in steps and ("suspended", 0) in steps
     assert steps[-1] == ("normal", 200)

@@ -62,15 +62,6 @@ def wait_replies(link: Link, seqs: set[int]) -> None:
         time.sleep(0.02)
 
 
-def collect(cam, seconds: float) -> list[dict]:
-    events, deadline = [], time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        ev = cam.link.next_event(timeout=left)
-        if ev is not None:
-            events.append(ev)
-    return events
-
-
 @pytest.fixture
 def scenario(tmp_path: Path) -> Path:
     path = tmp_path / "scenario.jsonl"
@@ -96,7 +87,7 @@ def test_sim_cli_events_and_bit_exact_capture(tmp_path, descriptor):
         with magcam.connect(port) as cam:
             assert cam.hello["version"] == P.VERSION
             assert cam.descriptor == descriptor
-            events = collect(cam, 0.8)
+            events = list(cam.events(duration=0.8))
             encoder = [e for e in events if e["type"] == "encoder"]
             # 200 forward then 60 back, exactly; the lens followed forward from mid-range.
             assert encoder[-1]["count"] == 140
@@ -224,7 +215,7 @@ def test_capture_refused_while_detached(tmp_path):
     path = tmp_path / "detached.jsonl"
     path.write_text('{"t": 0, "do": "detach"}\n')
     with Simulator(scenario=path) as sim, magcam.connect(sim.port) as cam:
-        collect(cam, 0.3)
+        list(cam.events(duration=0.3))
         with pytest.raises(CommandRejected) as e:
             cam.capture_raw(64, 48)
         assert e.value.reason == "not_attached"
@@ -262,7 +253,7 @@ def test_detach_mid_frame_aborts_and_the_next_capture_is_clean(tmp_path):
     with Simulator(scenario=path) as sim, magcam.connect(sim.port) as cam:
         with pytest.raises(magcam.FrameError, match="aborted"):
             cam.capture_raw(4608, 3456)  # ~32 MB: still streaming when the module is pulled off
-        collect(cam, 0.8)  # re-attached by now
+        list(cam.events(duration=0.8))  # re-attached by now
         frame = cam.capture_raw(320, 240)
         expected = sim.render({"w": 320, "h": 240, "exposure_us": frame.exposure_us, "gain": frame.analog_gain,
                                "frame_id": frame.frame_id, "lens": frame.lens_position})
@@ -282,3 +273,15 @@ def test_restart_keeps_port_and_flash_and_the_host_can_reconnect(tmp_path):
         with magcam.connect(port) as cam:
             assert cam.hello["session"] == first_session  # a fresh boot counts sessions from 1 again
             assert cam.capture_raw(64, 48).frame_id == 1
+
+
+def test_monitor_exits_with_an_error_when_the_device_goes_away():
+    sim = Simulator().start()
+    try:
+        mon = subprocess.Popen([*MAGCAM, "monitor", "--port", sim.port, "--json"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        assert json.loads(mon.stdout.readline())["type"] == "hello"
+    finally:
+        sim.stop()  # unplugged
+    out, err = mon.communicate(timeout=30)
+    assert mon.returncode == 1 and "link closed" in err and "Traceback" not in err

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -58,12 +59,23 @@ class Camera:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def events(self, timeout: float | None = None) -> Iterator[dict]:
-        """Events as they arrive; ends when none comes for ``timeout`` seconds or the link closes."""
+    def events(self, timeout: float | None = None, duration: float | None = None) -> Iterator[dict]:
+        """Events as they arrive. Ends when none comes for ``timeout`` seconds, when ``duration``
+        seconds have passed (telemetry keeps coming: this is how to watch for a while), or when
+        the link closes."""
+        end = None if duration is None else time.monotonic() + duration
         while True:
-            ev = self._link.next_event(timeout)
+            wait = timeout
+            if end is not None:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return
+                wait = left if wait is None else min(wait, left)
+            ev = self._link.next_event(wait)
             if ev is None:
-                return
+                if end is None or self._link.closed or timeout is not None:
+                    return
+                continue
             yield ev
 
     def set_lens_position(self, position: int) -> int:

@@ -93,17 +93,13 @@ def monitor(port: str, json_mode: bool, duration: float | None) -> None:
     from .camera import connect
 
     out = Reporter(json_mode)
-    deadline = None if duration is None else time.monotonic() + duration
     try:
         with connect(port) as cam:
-            while deadline is None or time.monotonic() < deadline:
-                left = None if deadline is None else max(deadline - time.monotonic(), 0)
-                ev = cam.link.next_event(timeout=0.2 if left is None else min(left, 0.2))
-                if ev is not None:
-                    out.event(ev)
-                if cam.link.closed:
-                    out.error(f"link closed: {cam.link.close_reason}")
-                    sys.exit(1)
+            for ev in cam.events(duration=duration):
+                out.event(ev)
+            if cam.link.closed:
+                out.error(f"link closed: {cam.link.close_reason}")
+                sys.exit(1)
     except KeyboardInterrupt:
         pass
     except LinkError as e:

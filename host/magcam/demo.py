@@ -7,7 +7,6 @@ capture one RAW frame, write it as DNG plus a developed JPEG.
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 from .camera import connect
@@ -34,11 +33,9 @@ def run_demo(out_dir: Path, out: Reporter, *, scene: str | None = None, seed: in
             out.info(f"simulated module on {sim.port}")
             with connect(sim.port) as cam:
                 out.info(f"connected: {cam.descriptor['model']} (firmware {cam.firmware}, serial {cam.descriptor['serial']})")
-                deadline = time.monotonic() + EVENT_WINDOW_S
                 seen = 0
-                while (left := deadline - time.monotonic()) > 0:
-                    ev = cam.link.next_event(timeout=left)
-                    if ev is not None and ev["type"] != "link":
+                for ev in cam.events(duration=EVENT_WINDOW_S):
+                    if ev["type"] != "link":
                         out.event(ev)
                         seen += 1
                 out.info(f"capturing {CAPTURE_SIZE[0]}x{CAPTURE_SIZE[1]} RAW")
