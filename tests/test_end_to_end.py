@@ -284,4 +284,6 @@ def test_monitor_exits_with_an_error_when_the_device_goes_away():
     finally:
         sim.stop()  # unplugged
     out, err = mon.communicate(timeout=30)
-    assert mon.returncode == 1 and "link closed" in err and "Traceback" not in err
+    last = json.loads(out.splitlines()[-1])  # with --json the error is an event scripts can read
+    assert mon.returncode == 1 and last["type"] == "error" and "link closed" in last["message"]
+    assert "Traceback" not in err
