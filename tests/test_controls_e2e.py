@@ -155,10 +155,12 @@ def test_descriptor_write_persists_across_restart_and_bad_ones_are_refused(tmp_p
     calibrated = json.loads(json.dumps(descriptor))
     calibrated["serial"] = "CAL-0042"
     calibrated["color"]["color_matrix_1"] = [0.8, -0.2, -0.05, -0.4, 1.2, 0.25, -0.1, 0.25, 0.6]
+    calibrated["lens"]["position_max"] = 800
     with Simulator(flash=flash) as sim:
         with magcam.connect(sim.port) as cam:
             cam.write_descriptor(calibrated)
             assert cam.link.descriptor == calibrated
+            assert cam.set_lens_position(5000) == 800  # the new lens range applies at once
             broken = dict(calibrated)
             del broken["lens"]
             with pytest.raises(magcam.CommandRejected, match="lens"):
@@ -167,3 +169,13 @@ def test_descriptor_write_persists_across_restart_and_bad_ones_are_refused(tmp_p
         with magcam.connect(sim.port) as cam:
             assert cam.descriptor == calibrated  # the device kept the good one across the reset
     assert json.loads((flash / "descriptor.json").read_text()) == calibrated
+
+
+def test_a_stream_ends_with_its_session():
+    with Simulator() as sim:
+        with magcam.connect(sim.port) as cam:
+            cam.start_stream(64, 48, fps=20)
+            cam.next_frame(timeout=5)
+        with magcam.connect(sim.port) as cam:  # a new session: nobody asked for frames
+            frames = [e for e in cam.events(duration=1.0) if e["type"] == "frame"]
+            assert frames == []

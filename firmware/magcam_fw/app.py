@@ -84,8 +84,9 @@ class App:
 
     def _end_session(self):
         self.session = 0
+        self._stream = None  # nobody is listening: stop streaming
         if self._capturing:
-            self._abort = True  # nobody is listening: stop streaming
+            self._abort = True
 
     # ---- outgoing ---------------------------------------------------------------------
     def _event(self, mtype, values, tail=None):
@@ -305,11 +306,18 @@ class App:
             except OSError as e:
                 self._reply(seq, False, P.NAK_INTERNAL, "cannot save the descriptor: %r" % e)
                 return
-            self._descriptor_json = text
-            self.descriptor = json.loads(text)
+            self._apply_descriptor(text)
         self._reply(seq, True, 1 if done else 0)
         if done:
             self.link.send(P.DESCRIPTOR, (), self._descriptor_json)
+
+    def _apply_descriptor(self, text):
+        """Take a new descriptor into use now: RAW format of the next frame, the lens range."""
+        self._descriptor_json = text
+        self.descriptor = d = json.loads(text)
+        self._cfa = P.CFA_NAMES.index(d["sensor"]["cfa"])
+        self.focus.lo, self.focus.hi = d["lens"]["position_min"], d["lens"]["position_max"]
+        self.focus.move_to(self.focus.position)  # back inside a narrower range at once
 
     def _new_session(self):
         self._sessions += 1

@@ -93,9 +93,13 @@ class Upload:
         self._n += len(data)
         if self._n < total:
             return False, None
-        why = check(self.text())
         self._total = 0
+        try:
+            why = check(self.text())
+        except UnicodeError:
+            why = "not UTF-8 text"
         return why is None, why
 
     def text(self):
+        """The gathered descriptor (raises UnicodeError if it is not UTF-8; chunk() checks)."""
         return str(bytes(memoryview(self._buf)[: self._n]), "utf-8")

@@ -16,7 +16,7 @@ def to_event(msg: dict, link=None) -> dict:
     kind = msg["type"]
     if kind == "hello":
         return {"type": "hello", "t": msg["uptime_ms"], "version": msg["version"], "session": msg["session"],
-                "firmware": msg["firmware"], "chunk_size": msg["chunk_size"]}
+                "firmware": msg["firmware"], "chunk_size": msg["chunk_size"], "mode": _name(P.MODES, msg["mode"])}
     if kind == "encoder":
         return {"type": "encoder", "t": msg["t"], "count": msg["count"], "lens": msg["lens"],
                 "velocity": msg["velocity"], "at_min": bool(msg["flags"] & P.ENC_AT_MIN),
