@@ -312,6 +312,19 @@ def _pull(path, where, s):
     return p
 
 
+def _digital_or_adc(bd, path, chip, pins, key):
+    """A section whose pin is a digital input (its active level and pull checked) or an analog
+    one (an ADC-capable pin; the caller checks its thresholds); returns the section."""
+    s = _section(bd, path, key)
+    _choice(path, key + ".kind", s.get("kind"), ("digital", "adc"))
+    if s["kind"] == "digital":
+        _active(path, key, s)
+        _pull(path, key, s)
+    else:
+        _adc_pin(bd, path, chip, pins, key)
+    return s
+
+
 def _validate_sections(bd, path, rt, chip, pins, warnings):
     feats = bd["features"]
     adc_used = False
@@ -330,26 +343,16 @@ def _validate_sections(bd, path, rt, chip, pins, warnings):
         _active(path, "ring_switch", sw)
         _pull(path, "ring_switch", sw)
     # Attach: Hall sensor and VBUS sense.
-    hall = _section(bd, path, "hall")
-    _choice(path, "hall.kind", hall.get("kind"), ("digital", "adc"))
-    if hall["kind"] == "digital":
-        _active(path, "hall", hall)
-        _pull(path, "hall", hall)
-    else:
+    hall = _digital_or_adc(bd, path, chip, pins, "hall")
+    if hall["kind"] == "adc":
         adc_used = True
-        _adc_pin(bd, path, chip, pins, "hall")
         on = _int(path, "hall.on_mv", hall.get("on_mv"), 0, 5000)
         off = _int(path, "hall.off_mv", hall.get("off_mv"), 0, 5000)
         if on == off:
             _fail(path, "hall: on_mv and off_mv must differ (the gap is the hysteresis)")
-    vb = _section(bd, path, "vbus_sense")
-    _choice(path, "vbus_sense.kind", vb.get("kind"), ("digital", "adc"))
-    if vb["kind"] == "digital":
-        _active(path, "vbus_sense", vb)
-        _pull(path, "vbus_sense", vb)
-    else:
+    vb = _digital_or_adc(bd, path, chip, pins, "vbus_sense")
+    if vb["kind"] == "adc":
         adc_used = True
-        _adc_pin(bd, path, chip, pins, "vbus_sense")
         div = vb.get("divider")
         if not isinstance(div, list) or len(div) != 2 or not _is_int(div[0]) or not _is_int(div[1]) \
                 or div[0] < 0 or div[1] <= 0:

@@ -33,23 +33,10 @@ Usage::
     app = App(hal, SerialTransport(usb_cdc.data), descriptor_text)
 """
 
-from magcam_fw.board import (
-    AnalogThreshold,
-    BoardError,
-    BusGuard,
-    Inert,
-    Level,
-    Output,
-    PolledPin,
-    divider_mv,
-    make_power_monitor,
-    make_temperature,
-    poll_pins,
-)
-from magcam_fw.compat import const, sleep_ms, ticks_ms
+from magcam_fw.board import BoardError, Inert, PolledPin, poll_pins
+from magcam_fw.compat import const, sleep_ms
+from magcam_fw.hal_common import HalBase
 
-_NO_TEMP_MC = const(25000)
-_FAILSAFE_MC = const(125000)
 _POLL_MS = const(1)
 _LOCK_TRIES = const(10000)
 _EXIT_RESTART = const(75)  # EX_TEMPFAIL: a service manager restarts the process
@@ -67,12 +54,6 @@ _MODULES = ("board", "digitalio", "analogio", "busio", "pwmio", "rotaryio", "mic
 def _reader(dio):
     """A zero-argument callable reading one ``digitalio`` pin (its own closure, per pin)."""
     return lambda: dio.value
-
-
-def _sleep_ms_blocking(ms):
-    import time
-
-    time.sleep(ms / 1000)
 
 
 class I2CMem:
@@ -146,7 +127,7 @@ class OutPin:
         self.dio.value = bool(v)
 
 
-class Platform:
+class Platform(HalBase):
     """What even safe mode needs: the watchdog, reset, the reset cause and the load switch off."""
 
     def __init__(self, board_def, **modules):
@@ -154,11 +135,7 @@ class Platform:
             if k not in _MODULES:
                 raise TypeError("unknown module %r (known: %s)" % (k, ", ".join(_MODULES)))
         self._given = modules
-        self.board = board_def
-        self._path = board_def.get("_path", "board.json")
-        self._wdt = None
-        self.last_feed = None
-        self._rail_out = None
+        HalBase.__init__(self, board_def)
         self._owned = []  # peripherals to deinit()
 
     def _mod(self, name, optional=False):
@@ -193,15 +170,8 @@ class Platform:
         self._owned.append(d)
         return d
 
-    def rail_off(self):
-        """Drive the load switch's enable pin to its inactive level (no-op without one)."""
-        if (self.board.get("pins") or {}).get("load_switch") is None:
-            return
-        if self._rail_out is None:
-            low = (self.board.get("load_switch") or {}).get("active", "high") == "low"
-            d = self._output("load_switch", low)
-            self._rail_out = Output(OutPin(d).value, low)
-        self._rail_out(False)
+    def _rail_write(self, low):
+        return OutPin(self._output("load_switch", low)).value
 
     def watchdog(self, timeout_ms):
         """Start ``microcontroller.watchdog`` in RESET mode; None where there is none (Blinka)."""
@@ -215,11 +185,6 @@ class Platform:
         self._wdt = wd
         self.feed()
         return wd
-
-    def feed(self):
-        self.last_feed = ticks_ms()
-        if self._wdt is not None:
-            self._wdt.feed()
 
     def reset(self):
         mc = self._mod("microcontroller", optional=True)
@@ -252,130 +217,83 @@ class Platform:
 class CircuitPythonHal(Platform):
     def __init__(self, board_def, sleep=None, **modules):
         Platform.__init__(self, board_def, **modules)
-        bd = board_def
-        feats = bd["features"]
-        self._sleep = sleep or _sleep_ms_blocking
-        self.storage = bd.get("storage", "/")
-        self.sensor = None
-        self._tasks = []
         self._check_aliases()
+        self._build(sleep)
 
-        # Load switch first: whatever happens next, the rail is open.
-        low = (bd.get("load_switch") or {}).get("active", "high") == "low"
+    # ---- the hardware HalBase._build asks for -------------------------------------------
+    def _open_load_switch(self, low):
         self.load_switch = self._output("load_switch", low)
-        self._rail_out = Output(OutPin(self.load_switch).value, low)
-        self.rail_on = False
+        return OutPin(self.load_switch).value
 
-        # Focus ring.
-        ring = bd["ring"]
-        divisor = ring.get("divisor", 1)
-        reverse = ring.get("reverse", False)
-        from magcam_fw.encoder import HardwareCounter, QuadratureDecoder
-
+    def _ring_counter(self, ring):
         if ring["counter"] == "rotaryio":
             rot = self._mod("rotaryio")
             try:
                 enc = rot.IncrementalEncoder(self._board_pin("ring_a"), self._board_pin("ring_b"), divisor=1)
             except (ValueError, RuntimeError) as e:
+                pins = self.board["pins"]
                 raise BoardError("%s: ring.counter \"rotaryio\" on pins %r / %r: %s (RP2040 needs two "
-                                 "consecutive GPIOs)" % (self._path, bd["pins"]["ring_a"], bd["pins"]["ring_b"], e))
+                                 "consecutive GPIOs)" % (self._path, pins["ring_a"], pins["ring_b"], e))
             self._owned.append(enc)
             self.encoder = enc
-            self.ring = HardwareCounter(lambda: enc.position, divisor=divisor, reverse=reverse)
             self.ring_a = Inert(0)  # the counter owns the pins
             self.ring_b = Inert(0)
-        else:
-            da = self._input("ring_a", ring.get("pull"))
-            db = self._input("ring_b", ring.get("pull"))
-            self.encoder = None
-            self.ring_a = PolledPin(_reader(da))
-            self.ring_b = PolledPin(_reader(db))
-            self.ring = QuadratureDecoder(self.ring_a, self.ring_b, divisor=divisor, reverse=reverse)
-            self.ring.attach()
-            self._tasks.append(self._poll_ring)
-        self.ring_switch = None
-        if "ring_switch" in feats:
-            sw = bd.get("ring_switch") or {}
-            d = self._input("ring_switch", sw.get("pull"))
-            self.ring_switch = Level(_reader(d), sw.get("active", "high") == "low")
+            return lambda: enc.position
+        read_a = self._digital_in("ring_a", ring.get("pull"))
+        read_b = self._digital_in("ring_b", ring.get("pull"))
+        self.encoder = None
+        self.ring_a = PolledPin(read_a)
+        self.ring_b = PolledPin(read_b)
+        self._tasks.append(self._poll_ring)
+        return None  # decoded on the pins, sampled by a task
 
-        # Attach: Hall and VBUS.
-        self._vref = (bd.get("adc") or {}).get("vref_mv", 3300)
-        hall = bd["hall"]
-        if hall["kind"] == "adc":
-            self.hall = AnalogThreshold(self._analog_mv("hall"), hall["on_mv"], hall["off_mv"])
-        else:
-            d = self._input("hall", hall.get("pull"))
-            self.hall = Level(_reader(d), hall.get("active", "high") == "low")
-        vb = bd["vbus_sense"]
-        self._vbus_read = None
-        if vb["kind"] == "adc":
-            self._vbus_read = self._analog_mv("vbus_sense")
-            self._div = vb["divider"]
-            self.vbus = AnalogThreshold(self.vbus_mv, vb["present_mv"], vb["absent_mv"])
-        else:
-            d = self._input("vbus_sense", vb.get("pull"))
-            self.vbus = Level(_reader(d), vb.get("active", "high") == "low")
-
-        # I2C: power monitor and temperature sensor.
-        self.i2c = None
-        self.power_monitor = None
-        self.temperature = None
-        self._power = None
-        self._temp = None
-        if "power_monitor" in feats or "temperature" in feats:
-            busio = self._mod("busio")
-            freq = bd["i2c"].get("freq", 400000)
-            try:
-                bus = busio.I2C(self._board_pin("i2c_scl"), self._board_pin("i2c_sda"), frequency=freq)
-            except (ValueError, RuntimeError) as e:
-                raise BoardError("%s: i2c on SDA %r / SCL %r: %s"
-                                 % (self._path, bd["pins"]["i2c_sda"], bd["pins"]["i2c_scl"], e))
-            self._owned.append(bus)
-            self.i2c = I2CMem(bus)
-        if "power_monitor" in feats:
-            self.power_monitor = make_power_monitor(bd, self.i2c)
-            self._power = BusGuard(self.power_monitor.read, (0, 0))
-        if "temperature" in feats:
-            self.temperature = make_temperature(bd, self.i2c, self._sleep)
-            self._temp = BusGuard(self.temperature.read_mc, _FAILSAFE_MC)
-
-        # Lens actuator.
-        la = bd["lens_actuator"]
-        kind = la["kind"]
-        opts = la.get("options", {})
-        from magcam_fw import actuator as A
-
+    def _digital_in(self, role, pull):
+        dio = self._mod("digitalio")
         try:
-            if kind == "pwm":
-                pwmio = self._mod("pwmio")
-                try:
-                    pwm = pwmio.PWMOut(self._board_pin("lens_pwm"), frequency=la["freq"], duty_cycle=0)
-                except (ValueError, RuntimeError) as e:
-                    raise BoardError("%s: pins.lens_pwm: %r as PWM at %d Hz: %s"
-                                     % (self._path, bd["pins"]["lens_pwm"], la["freq"], e))
-                self._owned.append(pwm)
-                self.lens_pwm = PwmU16(pwm)
-                self.lens_actuator = A.PwmActuator(self.lens_pwm, la["lo"], la["hi"], **opts)
-            elif kind == "stepdir":
-                step = OutPin(self._output("lens_step", False))
-                d = OutPin(self._output("lens_dir", False))
-                self.lens_actuator = A.StepDirActuator(step, d, **opts)
-            else:
-                aio = self._mod("analogio")
-                try:
-                    dac = aio.AnalogOut(self._board_pin("lens_dac"))
-                except (ValueError, RuntimeError) as e:
-                    raise BoardError("%s: pins.lens_dac: %r as an analog output: %s"
-                                     % (self._path, bd["pins"]["lens_dac"], e))
-                self._owned.append(dac)
-                self.lens_actuator = A.DacActuator(dac, la["lo"], la["hi"], **opts)
-        except TypeError as e:
-            raise BoardError("%s: lens_actuator: %s (check lens_actuator.options)" % (self._path, e))
-        if hasattr(self.lens_actuator, "poll"):
-            self._tasks.append(self._poll_actuator)
+            d = dio.DigitalInOut(self._board_pin(role))
+            d.switch_to_input(pull=dio.Pull.UP if pull == "up" else (dio.Pull.DOWN if pull == "down" else None))
+        except (ValueError, RuntimeError) as e:
+            raise BoardError("%s: pins.%s: %r as an input: %s" % (self._path, role, self.board["pins"][role], e))
+        self._owned.append(d)
+        return _reader(d)
+
+    def _analog_mv(self, role):
+        a = self._claim(role, "an analog input", self._mod("analogio").AnalogIn, " (use an A* pin)")
+        vref = self._vref
+        return lambda: a.value * vref // 65535
+
+    def _open_i2c(self, c):
+        busio = self._mod("busio")
+        try:
+            bus = busio.I2C(self._board_pin("i2c_scl"), self._board_pin("i2c_sda"), frequency=c.get("freq", 400000))
+        except (ValueError, RuntimeError) as e:
+            pins = self.board["pins"]
+            raise BoardError("%s: i2c on SDA %r / SCL %r: %s" % (self._path, pins["i2c_sda"], pins["i2c_scl"], e))
+        self._owned.append(bus)
+        return I2CMem(bus)
+
+    def _pwm_out(self, role, freq):
+        pwmio = self._mod("pwmio")
+        return PwmU16(self._claim(role, "PWM at %d Hz" % freq, pwmio.PWMOut, frequency=freq, duty_cycle=0))
+
+    def _digital_out(self, role):
+        return OutPin(self._output(role, False))
+
+    def _dac_out(self, role):
+        return self._claim(role, "an analog output", self._mod("analogio").AnalogOut)
 
     # ---- construction helpers -----------------------------------------------------------
+    def _claim(self, role, what, make, hint="", **kw):
+        """``make(pin, **kw)`` on the role's board pin, kept for ``deinit()``; the runtime
+        refusing the pin is a BoardError naming the role, the pin and ``what`` it was to be."""
+        try:
+            obj = make(self._board_pin(role), **kw)
+        except (ValueError, RuntimeError) as e:
+            raise BoardError("%s: pins.%s: %r as %s: %s%s"
+                             % (self._path, role, self.board["pins"][role], what, e, hint))
+        self._owned.append(obj)
+        return obj
+
     def _check_aliases(self):
         """Two role names for one physical pin (``D0`` and ``RX``) are caught here, where the
         names resolve; the board file check only sees different strings."""
@@ -390,57 +308,7 @@ class CircuitPythonHal(Platform):
                                     self.board["pins"][seen[key]]))
             seen[key] = role
 
-    def _input(self, role, pull):
-        dio = self._mod("digitalio")
-        try:
-            d = dio.DigitalInOut(self._board_pin(role))
-            d.switch_to_input(pull=dio.Pull.UP if pull == "up" else (dio.Pull.DOWN if pull == "down" else None))
-        except (ValueError, RuntimeError) as e:
-            raise BoardError("%s: pins.%s: %r as an input: %s" % (self._path, role, self.board["pins"][role], e))
-        self._owned.append(d)
-        return d
-
-    def _analog_mv(self, role):
-        aio = self._mod("analogio")
-        try:
-            a = aio.AnalogIn(self._board_pin(role))
-        except (ValueError, RuntimeError) as e:
-            raise BoardError("%s: pins.%s: %r as an analog input: %s (use an A* pin)"
-                             % (self._path, role, self.board["pins"][role], e))
-        self._owned.append(a)
-        vref = self._vref
-        return lambda: a.value * vref // 65535
-
-    # ---- the HAL contract ---------------------------------------------------------------
-    def vbus_mv(self):
-        """VBUS in mV from the sense divider (0 on a board with a digital VBUS input)."""
-        if self._vbus_read is None:
-            return 0
-        d = self._div
-        return divider_mv(self._vbus_read(), d[0], d[1])
-
-    def set_rail(self, on):
-        self._rail_out(on)
-        self.rail_on = self._rail_out.on
-
-    def read_power(self):
-        """(mV, mA) of the supply ahead of the load switch; feeds the watchdog."""
-        self.feed()
-        if self._power is not None:
-            return self._power()
-        return self.vbus_mv(), 0
-
-    def read_temp_mc(self):
-        if self._temp is not None:
-            return self._temp()
-        return _NO_TEMP_MC
-
-    def on_connect(self):
-        pass
-
-    def tasks(self):
-        return [t() for t in self._tasks]
-
+    # ---- the ring, polled -----------------------------------------------------------------
     def poll(self):
         """One sample of polled ring pins (the ``tasks()`` loop body); True if either changed."""
         return poll_pins(self.ring_a, self.ring_b)
@@ -449,13 +317,3 @@ class CircuitPythonHal(Platform):
         while True:
             self.poll()
             await sleep_ms(_POLL_MS)
-
-    async def _poll_actuator(self):
-        a = self.lens_actuator
-        while True:
-            a.poll(ticks_ms())
-            await sleep_ms(_POLL_MS)
-
-    def bus_errors(self):
-        """I2C failures since boot: (power monitor, temperature)."""
-        return (self._power.errors if self._power else 0, self._temp.errors if self._temp else 0)

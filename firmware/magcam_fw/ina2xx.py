@@ -120,7 +120,19 @@ class _INA2xx:
         except OSError as e:
             raise self._fail("writing register 0x%02x" % reg, e)
 
-    def _program(self):
+    def _calibrate(self, max_ma):
+        """Set ``max_ma``, the current LSB and calibration for it (see the module doc), and the
+        LSB the calibration really gives, in 0.1 uA (integers only)."""
+        mohm = self.shunt_mohm
+        self.max_ma = max_ma
+        self.current_lsb_ua = _lsb_ua(max_ma, mohm, self._FACTOR, self._CAL_MAX)
+        self.calibration = (self._FACTOR // (self.current_lsb_ua * mohm)) & self._CAL_MASK
+        if not self.calibration:
+            raise ValueError("shunt too large for %s calibration" % self._NAME)
+        self._lsb_dua = (self._FACTOR * 10 + self.calibration * mohm // 2) // (self.calibration * mohm)
+
+    def configure(self):
+        """Write configuration and calibration, read both back (OSError if they do not stick)."""
         self._write(REG_CONFIG, self.config_value)
         self._write(REG_CALIBRATION, self.calibration)
         got = self._read(REG_CONFIG)
@@ -151,12 +163,6 @@ class _INA2xx:
         self.ma = ma
         return mv, ma
 
-    def _scale(self):
-        # The current LSB the written calibration really gives, in 0.1 uA (integers only).
-        self._lsb_dua = (self._FACTOR * 10 + self.calibration * self.shunt_mohm // 2) // (
-            self.calibration * self.shunt_mohm
-        )
-
 
 class INA219(_INA2xx):
     """INA219: 0-16 V bus (4 mV), PGA shunt ranges 40..320 mV (10 uV); no id registers."""
@@ -164,6 +170,7 @@ class INA219(_INA2xx):
     _NAME = "INA219"
     _FACTOR = 40960000  # 0.04096 / (lsb * R) with lsb in uA and R in mOhm
     _CAL_MAX = 4096
+    _CAL_MASK = 0xFFFE  # bit 0 is void
 
     def __init__(self, i2c, addr=0x40, shunt_mohm=100, max_ma=None):
         super().__init__(i2c, addr, shunt_mohm)
@@ -175,11 +182,7 @@ class INA219(_INA2xx):
             pg += 1
         self.pga = pg  # 0..3: 40, 80, 160, 320 mV
         self.full_scale_ma = (40000 << pg) // shunt_mohm
-        self.max_ma = max_ma if max_ma < self.full_scale_ma else self.full_scale_ma
-        self.current_lsb_ua = _lsb_ua(self.max_ma, shunt_mohm, self._FACTOR, self._CAL_MAX)
-        self.calibration = (self._FACTOR // (self.current_lsb_ua * shunt_mohm)) & 0xFFFE
-        if not self.calibration:
-            raise ValueError("shunt too large for INA219 calibration")
+        self._calibrate(max_ma if max_ma < self.full_scale_ma else self.full_scale_ma)
         self.config_value = (
             _219_BRNG_16V
             | (pg << _219_PG_SHIFT)
@@ -187,11 +190,6 @@ class INA219(_INA2xx):
             | (_219_ADC_12BIT_4X << 3)
             | _219_MODE_CONT
         )
-        self._scale()
-
-    def configure(self):
-        """Write configuration and calibration, read both back (OSError if they do not stick)."""
-        self._program()
 
     @staticmethod
     def _bus_mv(reg):
@@ -204,19 +202,15 @@ class INA226(_INA2xx):
     _NAME = "INA226"
     _FACTOR = 5120000  # 0.00512 / (lsb * R) with lsb in uA and R in mOhm
     _CAL_MAX = 2048
+    _CAL_MASK = 0x7FFF  # 15 bits
 
     def __init__(self, i2c, addr=0x40, shunt_mohm=100, max_ma=None):
         super().__init__(i2c, addr, shunt_mohm)
         self.full_scale_ma = 81920 // shunt_mohm
         if max_ma is None or max_ma > self.full_scale_ma:
             max_ma = self.full_scale_ma
-        self.max_ma = max_ma
-        self.current_lsb_ua = _lsb_ua(max_ma, shunt_mohm, self._FACTOR, self._CAL_MAX)
-        self.calibration = (self._FACTOR // (self.current_lsb_ua * shunt_mohm)) & 0x7FFF
-        if not self.calibration:
-            raise ValueError("shunt too large for INA226 calibration")
+        self._calibrate(max_ma)
         self.config_value = _226_FIXED | (_226_AVG_4 << 9) | (_226_CT_1100US << 6) | (_226_CT_1100US << 3) | _226_MODE_CONT
-        self._scale()
 
     def configure(self):
         """Check the ids (OSError if this is not an INA226), then write configuration and calibration."""
@@ -227,7 +221,7 @@ class INA226(_INA2xx):
                 "INA226 at 0x%02x: manufacturer id 0x%04x, die id 0x%04x (want 0x5449, 0x226x): not an INA226"
                 % (self.addr, mfr, die)
             )
-        self._program()
+        _INA2xx.configure(self)
 
     @staticmethod
     def _bus_mv(reg):

@@ -72,8 +72,15 @@ class VirtualI2C:
         self._device(addr).write_reg(memaddr, buf)
 
 
-class _Registers:
-    """16-bit big-endian register file; subclasses supply ``_value(reg)`` and ``_store(reg, v)``."""
+class _VirtualINA:
+    """Both INAs' registers, 16 bits, MSB first: 0x00 configuration (bit 15 resets), 0x01
+    shunt, 0x02 bus, 0x03 power, 0x04 current, 0x05 calibration. Subclasses give ``reset()``,
+    the ``*_register()`` encodings, ``_CURRENT_DIV``, the bits a write keeps and any further
+    registers (``_read_other`` / ``_write_other``)."""
+
+    _CONFIG_FIXED = 0  # configuration bits that always read 1
+    _CONFIG_MASK = 0xFFFF  # configuration bits a write stores
+    _CAL_MASK = 0xFFFF
 
     def __init__(self, shunt_mohm=100):
         self.shunt_mohm = shunt_mohm
@@ -101,42 +108,22 @@ class _Registers:
             return  # a bare register-pointer write
         v = (buf[0] << 8) | buf[1]
         self.writes.append((reg, v))
-        self._store(reg, v)
-
-
-class VirtualINA219(_Registers):
-    """INA219 registers 0x00..0x05 (unknown registers read 0)."""
-
-    def reset(self):
-        self.config = 0x399F  # power-on default: 32 V, PGA /8, 12-bit, continuous
-        self.calibration = 0
-
-    def _store(self, reg, v):
         if reg == 0x00:
             if v & 0x8000:
                 self.reset()
             else:
-                self.config = v
+                self.config = self._CONFIG_FIXED | (v & self._CONFIG_MASK)
         elif reg == 0x05:
-            self.calibration = v & 0xFFFE  # bit 0 is void
+            self.calibration = v & self._CAL_MASK
+        else:
+            self._write_other(reg, v)
 
-    def shunt_register(self):
-        fs = 4000 << ((self.config >> 11) & 3)  # PGA /1../8: 40..320 mV in 10 uV steps
-        return _clip(_div_round(self.ma * self.shunt_mohm, 10), -fs, fs)
-
-    def bus_register(self):
-        fs = 8000 if self.config & 0x2000 else 4000  # 32 V / 16 V range in 4 mV steps
-        counts = _clip(_div_round(self.mv, 4), 0, fs)
-        cur = _div_trunc(self.shunt_register() * self.calibration, 4096)
-        ovf = 1 if (cur > 32767 or cur < -32768) else 0
-        return (counts << 3) | 0x2 | ovf  # conversion ready, math overflow
+    def _current(self):
+        """The current register before its 16-bit wrap: shunt register * calibration / divisor."""
+        return _div_trunc(self.shunt_register() * self.calibration, self._CURRENT_DIV)
 
     def current_register(self):
-        return _div_trunc(self.shunt_register() * self.calibration, 4096) & 0xFFFF
-
-    def power_register(self):
-        cur = _div_trunc(self.shunt_register() * self.calibration, 4096)
-        return _div_trunc(abs(cur) * (self.bus_register() >> 3), 5000)
+        return self._current() & 0xFFFF
 
     def _value(self, reg):
         if reg == 0x00:
@@ -151,11 +138,47 @@ class VirtualINA219(_Registers):
             return self.current_register()
         if reg == 0x05:
             return self.calibration
-        return 0
+        return self._read_other(reg)
+
+    def _read_other(self, reg):
+        return 0  # unknown registers read 0
+
+    def _write_other(self, reg, v):
+        pass
 
 
-class VirtualINA226(_Registers):
+class VirtualINA219(_VirtualINA):
+    """INA219 registers 0x00..0x05 (unknown registers read 0)."""
+
+    _CURRENT_DIV = 4096
+    _CAL_MASK = 0xFFFE  # bit 0 is void
+
+    def reset(self):
+        self.config = 0x399F  # power-on default: 32 V, PGA /8, 12-bit, continuous
+        self.calibration = 0
+
+    def shunt_register(self):
+        fs = 4000 << ((self.config >> 11) & 3)  # PGA /1../8: 40..320 mV in 10 uV steps
+        return _clip(_div_round(self.ma * self.shunt_mohm, 10), -fs, fs)
+
+    def bus_register(self):
+        fs = 8000 if self.config & 0x2000 else 4000  # 32 V / 16 V range in 4 mV steps
+        counts = _clip(_div_round(self.mv, 4), 0, fs)
+        cur = self._current()
+        ovf = 1 if (cur > 32767 or cur < -32768) else 0
+        return (counts << 3) | 0x2 | ovf  # conversion ready, math overflow
+
+    def power_register(self):
+        return _div_trunc(abs(self._current()) * (self.bus_register() >> 3), 5000)
+
+
+class VirtualINA226(_VirtualINA):
     """INA226 registers 0x00..0x07, 0xFE (manufacturer id) and 0xFF (die id)."""
+
+    _CURRENT_DIV = 2048
+    _CONFIG_FIXED = 0x4000  # bits 14..12 read 0b100
+    _CONFIG_MASK = 0x0FFF
+    _CAL_MASK = 0x7FFF  # bit 15 reserved
 
     def __init__(self, shunt_mohm=100, manufacturer_id=0x5449, die_id=0x2260):
         self.manufacturer_id = manufacturer_id
@@ -168,45 +191,16 @@ class VirtualINA226(_Registers):
         self.mask_enable = 0
         self.alert_limit = 0
 
-    def _store(self, reg, v):
-        if reg == 0x00:
-            if v & 0x8000:
-                self.reset()
-            else:
-                self.config = 0x4000 | (v & 0x0FFF)  # bits 14..12 read 0b100
-        elif reg == 0x05:
-            self.calibration = v & 0x7FFF  # bit 15 reserved
-        elif reg == 0x06:
-            self.mask_enable = v & 0xFC03
-        elif reg == 0x07:
-            self.alert_limit = v
-
     def shunt_register(self):
         return _clip(_div_round(self.ma * self.shunt_mohm * 2, 5), -32768, 32767)  # 2.5 uV steps
 
     def bus_register(self):
         return _clip(_div_round(self.mv * 4, 5), 0, 0x7FFF)  # 1.25 mV steps
 
-    def current_register(self):
-        return _div_trunc(self.shunt_register() * self.calibration, 2048) & 0xFFFF
-
     def power_register(self):
-        cur = _div_trunc(self.shunt_register() * self.calibration, 2048)
-        return _div_trunc(abs(cur) * self.bus_register(), 20000)
+        return _div_trunc(abs(self._current()) * self.bus_register(), 20000)
 
-    def _value(self, reg):
-        if reg == 0x00:
-            return self.config
-        if reg == 0x01:
-            return self.shunt_register()
-        if reg == 0x02:
-            return self.bus_register()
-        if reg == 0x03:
-            return self.power_register()
-        if reg == 0x04:
-            return self.current_register()
-        if reg == 0x05:
-            return self.calibration
+    def _read_other(self, reg):
         if reg == 0x06:
             return self.mask_enable | 0x0008  # conversion ready
         if reg == 0x07:
@@ -216,3 +210,9 @@ class VirtualINA226(_Registers):
         if reg == 0xFF:
             return self.die_id
         return 0
+
+    def _write_other(self, reg, v):
+        if reg == 0x06:
+            self.mask_enable = v & 0xFC03
+        elif reg == 0x07:
+            self.alert_limit = v
