@@ -24,8 +24,9 @@ from typing import Iterator, Sequence
 
 from magcam_fw import protocol as P
 
+from .discovery import PortInfo, find_serial, resolve
 from .frame import RawFrame
-from .link import FrameError, Link, LinkClosed
+from .link import CommandRejected, FrameError, Link, LinkClosed, LinkError
 
 DEFAULT_SIZE = (1024, 768)
 _RAIL_COMING_UP = ("requesting", "granted", "soft_start")
@@ -54,15 +55,24 @@ class CaptureResult:
 
 
 class Camera:
-    def __init__(self, port: str, *, connect_timeout: float = 10.0):
-        self._link = Link(port)
+    """A connected module. ``port`` is a device path or ``"auto"`` (the single board found).
+
+    Unplug is normal: when the link drops (or the module reboots), burst and bracket captures
+    reconnect to the same module, found again by its USB serial number wherever it reappears,
+    within ``reconnect_timeout`` seconds."""
+
+    def __init__(self, port: str = "auto", *, connect_timeout: float = 10.0, reconnect_timeout: float = 15.0):
+        info = resolve(port)
+        self.port = info.device
+        self.usb_serial = info.serial_number
+        self.reconnect_timeout = reconnect_timeout
+        self._link = Link(self.port)
         try:
             self.hello = self._link.open_session(timeout=connect_timeout)
         except BaseException:
             self._link.close()
             raise
         self.descriptor: dict = self._link.descriptor
-        self.port = port
 
     @property
     def firmware(self) -> str:
@@ -205,15 +215,37 @@ class Camera:
                 return self.capture_raw(width, height, exposure_us=exposure, analog_gain=analog_gain), ""
             except FrameError as e:
                 reason = e.reason
-            except LinkClosed as e:
-                reason = f"link lost: {e}"
+            except (LinkClosed, CommandRejected) as e:
+                if isinstance(e, CommandRejected) and e.code != P.NAK_NO_SESSION:
+                    raise
+                reason = f"link lost: {e}"  # unplugged, or the module rebooted
                 if not self._reconnect():
                     return None, reason + " (module did not come back)"
                 result.reconnects += 1
         return None, reason
 
     def _reconnect(self) -> bool:
-        """Hot-plug: find the same module again (implemented with port discovery)."""
+        """Find the same module again and open a new session with it; False after the timeout."""
+        self._link.close()
+        deadline = time.monotonic() + self.reconnect_timeout
+        while time.monotonic() < deadline:
+            info = find_serial(self.usb_serial) if self.usb_serial else PortInfo(self.port)
+            if info is not None and os.path.exists(info.device):
+                try:
+                    link = Link(info.device)
+                except LinkError:
+                    link = None
+                if link is not None:
+                    try:
+                        hello = link.open_session(timeout=min(3.0, max(deadline - time.monotonic(), 0.1)))
+                        same = link.descriptor.get("serial") == self.descriptor.get("serial")
+                    except LinkError:
+                        same = False
+                    if same:
+                        self._link, self.hello, self.port = link, hello, info.device
+                        return True
+                    link.close()  # not answering yet, or another module on that port
+            time.sleep(0.1)
         return False
 
     def capture_dng(self, path: str | os.PathLike, **kw) -> Path:
@@ -222,6 +254,6 @@ class Camera:
         return write_dng(path, self.capture_raw(**kw), self.descriptor)
 
 
-def connect(port: str, **kw) -> Camera:
-    """Open a session with the module on ``port`` (a context manager)."""
+def connect(port: str = "auto", **kw) -> Camera:
+    """Open a session with the module on ``port`` (a device path, or "auto"); a context manager."""
     return Camera(port, **kw)

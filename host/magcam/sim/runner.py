@@ -40,6 +40,7 @@ import numpy as np
 import magcam_fw
 from magcam_fw import scenario as scenario_mod
 
+from . import registry
 from .sensor import SensorModel, load_scene
 
 FIRMWARE_PACKAGE_DIR = Path(magcam_fw.__file__).resolve().parent
@@ -221,6 +222,11 @@ class Simulator:
         os.set_blocking(master, False)
         self._master, self._slave = master, slave  # slave held open: hosts may close and reopen
         self.port = os.ttyname(slave)
+        # A USB-like identity, so discovery and hot-plug find us as they find a board.
+        flash_descriptor = json.loads((self.flash / "descriptor.json").read_text())
+        self.serial_number = str(flash_descriptor.get("serial", "SIM"))
+        self._registration = registry.register(self.port, self.serial_number,
+                                               f"magcam simulator ({flash_descriptor.get('model', '?')})")
         self._boot_firmware()
         for target in (self._pump_in, self._watch):
             t = threading.Thread(target=target, name=f"sim-{target.__name__}", daemon=True)
@@ -247,6 +253,9 @@ class Simulator:
 
     def stop(self) -> None:
         self._stop.set()
+        if getattr(self, "_registration", None):
+            registry.unregister(self._registration)
+            self._registration = None
         with self._lock:
             if self._boot:
                 self._boot.proc.terminate()

@@ -1,0 +1,90 @@
+"""Finding magcam boards: USB serial ports by vendor/product id, and running simulators.
+
+Usage::
+
+    from magcam.discovery import candidates, resolve
+
+    for p in candidates():
+        print(p.device, p.label)
+    info = resolve("auto")            # the single board, or PortError naming the choices
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from serial.tools import list_ports
+
+from .sim import registry
+
+# (VID, PID or None for any) -> what it is. Boards running MicroPython/CircuitPython natively,
+# and the USB-UART bridges of ESP32 dev boards.
+KNOWN_USB_IDS: dict[tuple[int, int | None], str] = {
+    (0x2E8A, 0x0005): "MicroPython on RP2040",
+    (0xF055, 0x9800): "MicroPython (pyboard id)",
+    (0x303A, 0x1001): "ESP32-S3 USB serial/JTAG",
+    (0x303A, 0x4001): "ESP32-S3 MicroPython (TinyUSB)",
+    (0x239A, None): "Adafruit CircuitPython board",
+    (0x10C4, 0xEA60): "Silicon Labs CP210x bridge",
+    (0x1A86, 0x7523): "WCH CH340 bridge",
+    (0x1A86, 0x55D4): "WCH CH9102 bridge",
+    (0x0403, 0x6001): "FTDI FT232R bridge",
+    (0x0403, 0x6015): "FTDI FT231X bridge",
+    (registry.SIM_VID, registry.SIM_PID): "magcam simulator",
+}
+
+
+class PortError(ValueError):
+    """No board, several boards, or a port that is not there."""
+
+
+@dataclass(frozen=True)
+class PortInfo:
+    device: str
+    vid: int | None = None
+    pid: int | None = None
+    serial_number: str | None = None
+    description: str = ""
+
+    @property
+    def known_as(self) -> str | None:
+        if self.vid is None:
+            return None
+        return KNOWN_USB_IDS.get((self.vid, self.pid)) or KNOWN_USB_IDS.get((self.vid, None))
+
+    @property
+    def label(self) -> str:
+        ids = f"{self.vid:04x}:{self.pid:04x}" if self.vid is not None else "no USB id"
+        serial = f" serial {self.serial_number}" if self.serial_number else ""
+        return f"{self.known_as or self.description} [{ids}]{serial}"
+
+
+def candidates() -> list[PortInfo]:
+    """Ports that look like a magcam board: known USB ids (ports with none are skipped) and
+    running simulators."""
+    found = []
+    for p in list_ports.comports():
+        info = PortInfo(p.device, p.vid, p.pid, p.serial_number, p.description or "")
+        if info.known_as:
+            found.append(info)
+    for e in registry.entries():
+        found.append(PortInfo(e["device"], e["vid"], e["pid"], e["serial_number"], e["description"]))
+    return found
+
+
+def resolve(port: str) -> PortInfo:
+    """``auto`` -> the single candidate; a path -> its identity if it is a known board."""
+    found = candidates()
+    if port != "auto":
+        return next((c for c in found if c.device == port), PortInfo(port))
+    if not found:
+        raise PortError("no magcam board found: plug one in (see `magcam ports`) or give --port")
+    if len(found) > 1:
+        choices = "; ".join(f"{c.device} ({c.label})" for c in found)
+        raise PortError(f"several boards found, pick one with --port: {choices}")
+    return found[0]
+
+
+def find_serial(serial_number: str) -> PortInfo | None:
+    """Where the board with this USB serial number is now (after a replug it may have moved)."""
+    return next((c for c in candidates() if c.serial_number == serial_number), None)
