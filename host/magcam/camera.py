@@ -110,6 +110,12 @@ class Camera:
                 continue
             yield ev
 
+    @property
+    def lens_position(self) -> int | None:
+        """Where the lens is now, as the module last reported it (ring or host moves)."""
+        ev = self._link.state.get("encoder")
+        return None if ev is None else ev["lens"]
+
     def set_lens_position(self, position: int) -> int:
         """Drive the lens actuator; returns the position reached (clamped at the end-stops)."""
         return self._link.command(P.CMD_SET_LENS, {"position": int(position)})["value"]
