@@ -51,6 +51,7 @@ def test_ring_counts_exactly_with_bounce_and_reversals(tmp_path, rate):
     enc = of(events, "encoder")
     assert enc[-1]["count"] == n - n // 2
     assert max(e["count"] for e in enc) == n
+    assert enc[-1]["velocity"] == 0  # the ring's coming to rest is reported too
 
 
 def test_fast_turns_move_the_lens_further_than_slow_ones(tmp_path):

@@ -75,6 +75,7 @@ class App:
         self._mv = 0
         self._ma = 0
         self._last_count = 0
+        self._moving = False
         self._next_power = self._next_thermal = self._next_link = self._next_beacon = 0
         self.running = True
 
@@ -147,9 +148,13 @@ class App:
             if self.thermal.state == SUSPENDED and self._capturing:
                 self._abort = True
         count = self.encoder.value()
-        if self.focus.update(count, now) or count != self._last_count:
+        changed = self.focus.update(count, now)
+        moving = self.focus.velocity != 0
+        # An event on every move, and one more when the ring comes to rest (velocity 0).
+        if changed or count != self._last_count or moving != self._moving:
             self._event(P.EV_ENCODER, (now, count, self.focus.position, self.focus.velocity, self.focus.flags))
         self._last_count = count
+        self._moving = moving
         if self.session:
             if ticks_diff(now, self._host_seen) > _SESSION_TIMEOUT_MS:
                 self._end_session()  # host went away: stop streaming, beacon again
