@@ -107,6 +107,9 @@ class Link:
         self.frame_errors = 0
         self.retries = 0
         self.bytes_in = 0
+        self.bytes_out = 0
+        self.frames_out = 0
+        self.descriptor_errors = 0
         self.closed = False
         self.close_reason = ""
         self._last_tx = 0.0
@@ -179,6 +182,8 @@ class Link:
             with self._wlock:
                 self.ser.write(wire)
                 self._last_tx = time.monotonic()
+                self.bytes_out += len(wire)
+                self.frames_out += 1
         except (serial.SerialException, OSError) as e:
             self._shut(f"write failed: {e}")
             raise LinkClosed(str(e)) from None
@@ -274,7 +279,7 @@ class Link:
         try:
             self.descriptor = json.loads(msg["json"])
         except ValueError:
-            self._dec.framing_errors += 1
+            self.descriptor_errors += 1
 
     def _push(self, event: dict) -> None:
         self.state[event["type"]] = event
@@ -411,7 +416,12 @@ class Link:
             "crc_errors": d["crc_errors"],
             "framing_errors": d["framing_errors"],
             "overflows": d["overflows"],
+            "version_errors": d["version_errors"],
+            "unknown_types": d["unknown_types"],
             "bytes_dropped": d["bytes_dropped"],
+            "bytes_out": self.bytes_out,
+            "frames_out": self.frames_out,
+            "descriptor_errors": self.descriptor_errors,
             "seq_gaps": self.device_seq_gaps,
             "retries": self.retries,
             "frame_errors": self.frame_errors,
