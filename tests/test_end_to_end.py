@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -36,16 +37,17 @@ SCENARIO = TURNS + """\
 """
 
 
-def sim_main_pids() -> set[int]:
-    pids = set()
+def processes_marked(marker: str) -> list[int]:
+    """Processes whose environment carries ``marker`` (children inherit it from whoever we start)."""
+    found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if b"magcam_fw.sim_main" in (entry / "cmdline").read_bytes():
-                    pids.add(int(entry.name))
+                if marker.encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
             except OSError:
                 pass
-    return pids
+    return found
 
 
 def raw_wire(version: int, mtype: int, seq: int, payload: bytes) -> bytes:
@@ -132,9 +134,10 @@ def test_monitor_json_reports_every_event_type(scenario):
 
 
 def test_demo_writes_dng_readers_accept(tmp_path):
-    before = sim_main_pids()
+    marker = f"MAGCAM_TEST_MARK={uuid.uuid4()}"
+    env = dict(os.environ, MAGCAM_TEST_MARK=marker.split("=", 1)[1])
     out = subprocess.run([*MAGCAM, "demo", "--out", str(tmp_path), "--json"], capture_output=True, text=True,
-                         timeout=120)
+                         timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     result = [json.loads(line) for line in out.stdout.splitlines() if '"result"' in line][-1]
     dng, jpg = Path(result["dng"]), Path(result["jpeg"])
@@ -151,7 +154,7 @@ def test_demo_writes_dng_readers_accept(tmp_path):
     exif = json.loads(subprocess.run([tool("exiftool"), "-j", str(dng)], capture_output=True, text=True).stdout)[0]
     assert exif["DNGVersion"] == "1.4.0.0" and exif["Make"] == "magcam"
     assert exif["BlackLevel"] == 256 and exif["WhiteLevel"] == 4095 and exif["FNumber"] == 1.4
-    assert sim_main_pids() <= before, "the demo left a simulator process behind"
+    assert processes_marked(marker) == [], "the demo left a process behind"
 
 
 def test_capture_is_not_repeated_when_a_command_is_retried():

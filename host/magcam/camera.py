@@ -128,10 +128,14 @@ class Camera:
         self._link.wait_state("power", lambda e: e["state"] not in _RAIL_COMING_UP, RAIL_SETTLE_S)
         ack = self._link.command(P.CMD_CAPTURE, {"width": w, "height": h, "exposure_us": int(exposure_us),
                                                   "analog_gain": float(analog_gain)}, timeout=1.0)
+        # The exposure starts as the device accepts the command: what we knew then is what a
+        # sidecar should say about the module at exposure (the frame itself arrives later).
+        state_at_exposure = dict(self._link.state)
         # Generous: 2 s plus 1 s per 2 MB even over a slow full-speed USB link.
         wait = timeout if timeout is not None else 2.0 + w * h * 2 / 2e6
         frame = self._link.wait_frame(ack["value"], wait)
         frame.extra["descriptor_serial"] = self.descriptor.get("serial")
+        frame.extra["state_at_exposure"] = state_at_exposure
         return frame
 
     @property

@@ -456,7 +456,7 @@ class CaptureRun:
         ev = frame.extra.get("ev")
         telemetry = _sidecar.telemetry(self.cam, mode=self.plan.mode, index=index, count=self.plan.count,
                                        base_exposure_us=self.plan.exposure_us, analog_gain=self.plan.analog_gain,
-                                       ev=ev)
+                                       ev=ev, state=frame.extra.get("state_at_exposure"))
         dng, side = save_capture(self.out_dir, self.template, frame, self.cam.descriptor, telemetry, index + 1,
                                  when=self.when, used=self._used)
         self.written.append(Saved(index, dng, side, frame.frame_id))

@@ -55,18 +55,19 @@ def host_time(now: datetime | None = None) -> str:
 
 
 def telemetry(cam, *, mode: str, index: int, count: int, base_exposure_us: int, analog_gain: float,
-              ev: float | None = None, now: datetime | None = None) -> dict:
-    """Everything the sidecar needs from the session, taken now (call it as the frame arrives).
+              ev: float | None = None, now: datetime | None = None, state: dict | None = None) -> dict:
+    """Everything the sidecar needs from the session.
 
     ``cam`` is a connected ``magcam.Camera``. The events are the latest of each type the host
-    had received at this moment; compare their ``t`` with the frame's ``timestamp_ms`` (both
-    device milliseconds) to see how old each was at exposure.
+    had received when the exposure started (``state``: ``frame.extra["state_at_exposure"]``,
+    taken as the device accepted the capture), else at this moment; compare their ``t`` with
+    the frame's ``timestamp_ms`` (both device milliseconds) to see how old each was.
     """
     from . import __version__
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    state = dict(cam.link.state)  # one atomic copy: the reader thread keeps replacing entries
+    state = dict(cam.link.state if state is None else state)  # a copy: the reader keeps replacing entries
     events = {kind: _plain(state.get(kind)) for kind in REQUIRED_EVENTS}
     events.update({kind: _plain(state[kind]) for kind in OPTIONAL_EVENTS if kind in state})
     descriptor = cam.descriptor or {}
