@@ -17,7 +17,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a capture is an ordinary file
+        with contextlib.suppress(OSError):  # vfat (a CIRCUITPY drive) has no modes to set
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a capture is an ordinary file
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()

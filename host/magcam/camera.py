@@ -73,6 +73,13 @@ class Camera:
             self._link.close()
             raise
         self.descriptor: dict = self._link.descriptor
+        # Same protocol but other firmware: it works, but say exactly how to bring it in line.
+        from .deploy import version_advice
+
+        self.version_warning = version_advice(self.hello["firmware"], self.hello["version"], None, port=self.port)
+        if self.version_warning:
+            self._link._push({"type": "log", "t": self.hello["uptime_ms"], "level": P.LOG_WARNING,
+                              "text": self.version_warning})
 
     @property
     def firmware(self) -> str:

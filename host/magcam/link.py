@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import json
 import random
+import re
 import threading
 import time
 
@@ -197,7 +198,8 @@ class Link:
                 break
             except CommandRejected as e:
                 if e.code == P.NAK_VERSION:
-                    raise LinkError(f"{e.message}: {self._version_advice()}") from None
+                    theirs = re.search(r"protocol v(\d+)", e.message)
+                    raise LinkError(self._version_advice(int(theirs.group(1)) if theirs else None)) from None
                 raise
             except CommandTimeout:
                 if self._dec.foreign_version:
@@ -217,11 +219,11 @@ class Link:
         self._session = True
         return self.hello
 
-    @staticmethod
-    def _version_advice(device_version: int | None = None) -> str:
-        theirs = f"the device speaks protocol v{device_version}, " if device_version else ""
-        return (f"{theirs}this host speaks protocol v{P.VERSION}: flash the module with the firmware "
-                f"of this host's release, or install the host release that matches the module's firmware")
+    def _version_advice(self, device_version: int | None = None) -> str:
+        """What to run so host and module speak the same protocol (the exact command line)."""
+        from .deploy import version_advice
+
+        return version_advice("unknown", device_version or 0, None, port=self.port) or ""
 
     def _housekeeping(self) -> None:
         """Commands the reader thread must not wait on itself: power grants, heartbeats."""
