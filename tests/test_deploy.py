@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tty
@@ -26,6 +25,7 @@ from magcam.deploy import (
     query_device,
     version_advice,
 )
+from magcam.sim.runner import micropython_executable
 from magcam.firmware_image import AppFile, app_files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,13 +35,7 @@ FEATHER_BOOT_OUT = ("Adafruit CircuitPython 9.2.1 on 2024-11-20; Adafruit Feathe
 
 
 def _micropython() -> str:
-    beside = Path(sys.executable).parent / "micropython"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which("micropython")
-    if not found:
-        pytest.fail("`micropython` (the unix port) not found (pip install -e .)")
-    return found
+    return micropython_executable()  # the unix port, as the simulator finds it
 
 
 class UnixBoard:

@@ -6,13 +6,12 @@ board file passes the firmware's own checks, and the device can write to it."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from magcam.sim.runner import micropython_executable
 from magcam.firmware_image import (
     BLOCK_SIZE,
     ImageError,
@@ -30,13 +29,7 @@ MP_BOARDS = ["esp32s3-devkitc-1", "rpi-pico"]
 
 
 def _micropython() -> str:
-    beside = Path(sys.executable).parent / "micropython"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which("micropython")
-    if not found:
-        pytest.fail("`micropython` (the unix port) not found (pip install -e .)")
-    return found
+    return micropython_executable()  # the unix port, as the simulator finds it
 
 
 # Runs inside MicroPython: argv = [image, machine string]. Prints one JSON object.

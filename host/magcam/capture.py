@@ -38,6 +38,7 @@ import numpy as np
 
 from . import sidecar as _sidecar
 from .atomic import write_bytes_atomic
+from .report import Reporter
 from .dng import write_dng
 from .frame import RawFrame
 
@@ -485,14 +486,8 @@ class CaptureProgress:
     def __init__(self, json_mode: bool = False, stream=None, err=None):
         self.stream = stream or sys.stdout
         self.err = err or sys.stderr
-        self.mode = "json" if json_mode else ("rich" if _isatty(self.stream) else "plain")
-        self.console = None
-        if self.mode == "rich":
-            from rich.console import Console
-
-            self.console = Console(file=self.stream)
-            if self.console.is_dumb_terminal:  # TERM=dumb: no cursor control, so plain lines
-                self.mode, self.console = "plain", None
+        self.console = Reporter(json_mode, self.stream).console  # the one rule for when to draw
+        self.mode = "json" if json_mode else ("rich" if self.console else "plain")
         self._progress = None
         self._task = None
         self._count = 0
@@ -553,9 +548,3 @@ class CaptureProgress:
         else:
             print(text, file=self.stream, flush=True)
 
-
-def _isatty(stream) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False

@@ -114,7 +114,7 @@ def monitor(port: str, json_mode: bool, duration: float | None) -> None:
 
     out = Reporter(json_mode)
     # A live dashboard on a terminal; in a pipe (or a dumb terminal) plain lines, never ANSI.
-    live = out.console is not None and not out.console.is_dumb_terminal
+    live = out.console is not None
     try:
         with connect(port) as cam:
             if live:
@@ -217,7 +217,7 @@ class _StageProgress:
         self._last: dict[str, int] = {}
 
     def __enter__(self) -> _StageProgress:
-        if self.out.console is not None and not self.out.console.is_dumb_terminal:
+        if self.out.console is not None:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._bar = Progress(TextColumn("{task.description:<18}"), BarColumn(), TextColumn("{task.fields[amount]}"),

@@ -21,15 +21,24 @@ def _fmt(ev: dict) -> str:
     return f"{'' if t is None else f'{t:>8} ms '}{ev.get('type', '?'):<8} {body}"
 
 
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # closed, or not a real file
+        return False
+
+
 class Reporter:
     def __init__(self, json_mode: bool = False, stream=None):
         self.json = json_mode
         self.stream = stream or sys.stdout
-        self.console = None
-        if not json_mode and self.stream.isatty():
+        self.console = None  # a rich console only on a real terminal that can move the cursor
+        if not json_mode and _isatty(self.stream):
             from rich.console import Console
 
-            self.console = Console(file=self.stream)
+            console = Console(file=self.stream)
+            if not console.is_dumb_terminal:  # TERM=dumb: plain lines
+                self.console = console
 
     def _line(self, text: str, style: str | None = None) -> None:
         if self.console:
