@@ -382,5 +382,111 @@ def deploy_cmd(port: str | None, drive: Path | None, board: str | None, descript
                 "reset": res.reset})
 
 
+
+# ---- process: RAW/DNG -> TIFF/PNG/JPEG through the tiled pipeline (magcam.process) ----
+
+
+@main.command("process")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "-o", "out", required=True, type=click.Path(path_type=Path),
+              help="Output file (one input), or a directory (created if missing).")
+@click.option("--preset", type=click.Choice(["default", "fast", "quality"]), default="default", show_default=True,
+              help="fast: preview demosaic, no defect/noise/sharpening stages; quality: adds luma denoise and "
+                   "highlight blending.")
+@click.option("--demosaic", "method", help="Demosaic method (default: the preset's); see docs/pipeline.md.")
+@click.option("--output-color", type=click.Choice(["srgb", "p3", "raw"]), default="srgb", show_default=True,
+              help="sRGB, Display P3, or the camera's own RGB.")
+@click.option("--gamma", type=click.Choice(["srgb", "linear"]), default="srgb", show_default=True,
+              help="Transfer curve of the output values.")
+@click.option("--wb", default=None, metavar="asshot|auto|none|R,G,B",
+              help="White balance: the file's (asshot, default), grey world (auto), none, or a camera-RGB neutral.")
+@click.option("--tone", type=click.Choice(["none", "filmic"]), default="none", show_default=True,
+              help="filmic: a gentle highlight shoulder.")
+@click.option("--highlights", type=click.Choice(["clip", "blend"]), help="Highlight handling (default: the preset's).")
+@click.option("--denoise", type=float, help="Luma noise reduction strength, 0..2 (default: the preset's).")
+@click.option("--chroma-denoise", type=float, help="Colour noise reduction strength, 0..1 (default: the preset's).")
+@click.option("--sharpen", type=float, help="Unsharp-mask amount, 0..2 (default: the preset's).")
+@click.option("--format", "fmt", type=click.Choice(["tiff", "png", "jpeg"]),
+              help="Output format (default: from the output extension, else jpeg).")
+@click.option("--bits", type=click.Choice(["8", "16"]), help="Bits per channel (default: 16 for TIFF, 8 otherwise).")
+@click.option("--quality", type=click.IntRange(1, 100), default=92, show_default=True, help="JPEG quality.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker threads (default: all cores).")
+@click.option("--json", "json_mode", is_flag=True, help="One JSON object per line, for scripts.")
+def process_cmd(inputs: tuple[Path, ...], out: Path, preset: str, method: str | None, output_color: str, gamma: str,
+                wb: str | None, tone: str, highlights: str | None, denoise: float | None, chroma_denoise: float | None,
+                sharpen: float | None, fmt: str | None, bits: str | None, quality: int, jobs: int | None,
+                json_mode: bool) -> None:
+    """Develop RAW files (our DNGs, or any camera RAW LibRaw reads) to TIFF, PNG or JPEG.
+
+    Bad inputs are reported and skipped; the others are still processed. Exit status: 0 all
+    written, 1 some failed, 2 bad usage.
+    """
+    from .pipeline.errors import PipelineError
+    from .process import FORMATS, Options, output_format, parse_wb, process_file
+
+    out_reporter = Reporter(json_mode)
+    to_dir = out.is_dir() or len(inputs) > 1 or not out.suffix
+    if to_dir and out.suffix.lower() in {e for exts in FORMATS.values() for e in exts} and not out.is_dir():
+        raise click.UsageError(f"{len(inputs)} inputs need --out to be a directory, not {out}")
+    try:
+        opts = Options(preset=preset, demosaic=method, output_color=output_color, gamma=gamma,
+                       wb=parse_wb(wb) if wb else None, tone=tone, highlights=highlights, denoise=denoise,
+                       chroma_denoise=chroma_denoise, sharpen=sharpen, format=fmt,
+                       bits=int(bits) if bits else None, quality=quality, jobs=jobs)
+        opts.resolved()  # a bad option is a usage error, before any file is touched
+        if not to_dir:
+            output_format(out, fmt)
+    except PipelineError as e:
+        raise click.UsageError(str(e)) from None
+    if to_dir:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            out_reporter.error(f"cannot create {out}: {e.strerror or e}")
+            sys.exit(1)
+    ext = {"tiff": ".tif", "png": ".png", "jpeg": ".jpg"}[fmt or "jpeg"]
+
+    failed: list[str] = []
+    written: list[str] = []
+    total = len(inputs)
+    with _StageProgress(out_reporter) as prog:
+        for i, src in enumerate(inputs, 1):
+            dst = out / (src.stem + ext) if to_dir else out
+            label = f"[{i}/{total}] {src.name}" if total > 1 else src.name
+
+            def tiles(done: int, n: int, label=label) -> None:
+                prog(label, done, n)
+
+            try:
+                res = process_file(src, dst, opts, progress=tiles)
+            except PipelineError as e:
+                failed.append(str(src))
+                out_reporter.error(str(e))
+                continue
+            except OSError as e:
+                failed.append(str(src))
+                out_reporter.error(f"{src}: cannot write {dst}: {e.strerror or e}")
+                continue
+            except KeyboardInterrupt:
+                out_reporter.error(f"interrupted at {src}; {len(written)} file(s) written, each complete")
+                sys.exit(130)
+            written.append(res.output)
+            if json_mode:
+                out_reporter.event({"type": "file", "input": res.input, "output": res.output, "width": res.width,
+                                    "height": res.height, "format": res.format, "bits": res.bits,
+                                    "seconds": round(res.seconds, 3), "neutral": res.stats.get("neutral")})
+            else:
+                prog.log(f"{src} -> {res.output} ({res.width}x{res.height}, {res.format} {res.bits}-bit, "
+                         f"{res.seconds:.2f} s)")
+    summary = {"processed": len(written), "failed": len(failed)}
+    if json_mode:
+        summary["failed_files"] = failed
+    out_reporter.result(summary)
+    if failed:
+        if not json_mode:
+            click.echo(f"error: {len(failed)} of {total} file(s) failed: {', '.join(failed)}", err=True)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()

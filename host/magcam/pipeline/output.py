@@ -1,21 +1,37 @@
-"""Save developed images: encode in memory with OpenCV, then write the file atomically.
+"""Save developed images, atomically.
+
+``write_jpeg`` / ``write_png``: an in-memory array through OpenCV (the develop() path).
+
+``write_image``: the tiled pipeline's writer: bands of rows as they are finished, to a 16- or
+8-bit TIFF (tifffile, strip by strip), a PNG (streamed through zlib here, 8 or 16 bit) or a
+JPEG (Pillow, 8 bit), each with an ICC profile (``icc_for``) and the shooting metadata (EXIF in
+JPEG and PNG, the same tags in IFD0 of a TIFF, as TIFF/EP does).
 
 Usage::
 
     from magcam.pipeline import write_jpeg, write_png
     write_jpeg("capture_0007.jpg", rgb)   # rgb: (H, W, 3) uint8, R, G, B
     write_png("capture_0007.png", rgb)    # uint8 or uint16
+    write_image("out.tif", "tiff", [rgb16], rgb16.shape[:2], 16, icc_profile=icc_for("p3", "srgb"))
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import struct
+import tempfile
+import zlib
+from datetime import datetime
+from fractions import Fraction
 from pathlib import Path
+from typing import Iterable
 
 import cv2
 import numpy as np
 
-from magcam.atomic import write_bytes_atomic
+from magcam.atomic import atomic_write, write_bytes_atomic
 
 
 def write_jpeg(path: str | os.PathLike, rgb_uint8: np.ndarray, quality: int = 92) -> Path:
@@ -46,3 +62,182 @@ def _write(path: str | os.PathLike, ext: str, rgb: np.ndarray, params: list[int]
         raise RuntimeError(f"OpenCV could not encode a {rgb.shape[1]}x{rgb.shape[0]} image as {ext}")
     write_bytes_atomic(path, encoded.tobytes())
     return path
+
+
+# ---- the tiled pipeline's writers -----------------------------------------------------------
+
+
+def icc_for(output_color: str, gamma: str, xyz_to_camera=None, neutral=None) -> bytes | None:
+    """The ICC profile for an output: sRGB (LittleCMS's built-in, through Pillow), Display P3,
+    their linear variants, or for camera RGB balanced to white a profile built from the camera
+    matrix. Unbalanced camera RGB (``wb=none``) has no white at (1, 1, 1), so no profile."""
+    from magcam.pipeline import color, icc
+
+    if output_color == "srgb" and gamma == "srgb":
+        from PIL import ImageCms
+
+        return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    if output_color in ("srgb", "p3"):
+        return icc.profile(output_color, gamma)
+    if xyz_to_camera is None or neutral is None or np.allclose(neutral, 1.0):
+        return None
+    m = color.SRGB_TO_XYZ @ color.camera_to_output_matrix(xyz_to_camera, neutral, "srgb")
+    return icc.profile_from_matrix(m, "magcam camera RGB" + (" (linear)" if gamma == "linear" else ""), gamma)
+
+
+_EXIF_IFD, _ORIENTATION = 0x8769, 0x0112
+
+
+def exif_bytes(meta: dict, output_color: str = "srgb") -> bytes:
+    """EXIF (with the ``Exif\\0\\0`` prefix JPEG APP1 wants) for the shooting metadata."""
+    from PIL import Image, TiffImagePlugin
+
+    exif = Image.Exif()
+    for tag, key in ((0x010F, "make"), (0x0110, "model")):
+        if meta.get(key):
+            exif[tag] = str(meta[key])
+    exif[0x0131] = "magcam"
+    exif[0x0132] = datetime.now().strftime("%Y:%m:%d %H:%M:%S")
+    exif[_ORIENTATION] = 1  # pixels are written in display orientation
+    sub = exif.get_ifd(_EXIF_IFD)
+    rat = lambda v: TiffImagePlugin.IFDRational(Fraction(float(v)).limit_denominator(1_000_000))  # noqa: E731
+    if meta.get("exposure_time"):
+        sub[0x829A] = rat(meta["exposure_time"])
+    if meta.get("f_number"):
+        sub[0x829D] = rat(meta["f_number"])
+    if meta.get("iso"):
+        sub[0x8827] = int(meta["iso"])
+    if meta.get("datetime"):
+        sub[0x9003] = str(meta["datetime"])
+    if meta.get("focal_length"):
+        sub[0x920A] = rat(meta["focal_length"])
+    if meta.get("lens"):
+        sub[0xA434] = str(meta["lens"])
+    sub[0xA001] = 1 if output_color == "srgb" else 0xFFFF  # ColorSpace: sRGB or uncalibrated
+    return exif.tobytes()
+
+
+def _tiff_tags(meta: dict) -> list[tuple]:
+    tags = [(274, "H", 1, 1, True)]
+    for code, key in ((271, "make"), (272, "model"), (36867, "datetime"), (42036, "lens")):
+        if meta.get(key):
+            tags.append((code, "s", 0, str(meta[key]), True))
+    for code, key in ((33434, "exposure_time"), (33437, "f_number"), (37386, "focal_length")):
+        if meta.get(key):
+            f = Fraction(float(meta[key])).limit_denominator(1_000_000)
+            tags.append((code, "2I", 1, (f.numerator, f.denominator), True))
+    if meta.get("iso"):
+        tags.append((34855, "H", 1, min(int(meta["iso"]), 65535), True))
+    return tags
+
+
+def write_image(path, fmt: str, bands: Iterable[np.ndarray], shape: tuple[int, int], bits: int, *,
+                icc_profile: bytes | None = None, meta: dict | None = None, output_color: str = "srgb",
+                quality: int = 92) -> Path:
+    """Write ``bands`` ((rows, W, 3) uint8/uint16, top to bottom, ``shape`` (H, W) in all) as
+    ``fmt`` (tiff, png, jpeg); nothing is left at ``path`` if anything fails."""
+    path = Path(path)
+    meta = meta or {}
+    h, w = shape
+    dtype = np.uint8 if bits == 8 else np.uint16
+    if fmt == "tiff":
+        import tifffile
+
+        def strips():
+            for band in bands:
+                for y in range(0, band.shape[0], _TIFF_ROWS):
+                    yield band[y : y + _TIFF_ROWS]
+
+        with _atomic_path(path) as tmp:
+            with tifffile.TiffWriter(tmp, bigtiff=h * w * 3 * (bits // 8) > 0xF0000000) as tif:
+                tif.write(strips(), shape=(h, w, 3), dtype=dtype, photometric="rgb", planarconfig="contig",
+                          rowsperstrip=_TIFF_ROWS, iccprofile=icc_profile, software="magcam", metadata=None,
+                          description=None, datetime=True, extratags=_tiff_tags(meta))
+    elif fmt == "png":
+        exif = exif_bytes(meta, output_color)[6:]  # eXIf holds the TIFF structure without "Exif\0\0"
+        with atomic_write(path) as f:
+            _write_png(f, bands, h, w, bits, icc_profile, exif)
+    elif fmt == "jpeg":
+        from PIL import Image
+
+        if bits != 8:
+            raise ValueError("JPEG holds 8 bits per channel")
+        full = np.empty((h, w, 3), np.uint8)
+        y = 0
+        for band in bands:
+            full[y : y + band.shape[0]] = band
+            y += band.shape[0]
+        img = Image.fromarray(full, "RGB")
+        del full
+        buf = io.BytesIO()
+        # Full-resolution colour (4:4:4) at high quality, 4:2:0 below 90, as photo tools do.
+        img.save(buf, "JPEG", quality=int(quality), subsampling=0 if quality >= 90 else 2,
+                 icc_profile=icc_profile or None, exif=exif_bytes(meta, output_color), optimize=False)
+        del img
+        write_bytes_atomic(path, buf.getbuffer())
+    else:
+        raise ValueError(f"unknown format {fmt!r}")
+    return path
+
+
+_TIFF_ROWS = 16
+_IDAT_BYTES = 1 << 20
+
+
+def _write_png(f, bands, h: int, w: int, bits: int, icc_profile: bytes | None, exif: bytes | None) -> None:
+    def chunk(kind: bytes, data: bytes) -> None:
+        f.write(struct.pack(">I", len(data)) + kind)
+        f.write(data)
+        f.write(struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)) & 0xFFFFFFFF))
+
+    f.write(b"\x89PNG\r\n\x1a\n")
+    chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, bits, 2, 0, 0, 0))  # truecolour, no interlace
+    if icc_profile:
+        chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile))
+    if exif:
+        chunk(b"eXIf", exif)
+    comp = zlib.compressobj(5)
+    pending: list[bytes] = []
+    size = 0
+    prev = None
+    for band in bands:
+        rows = np.ascontiguousarray(band.astype(">u2") if bits == 16 else band).view(np.uint8).reshape(band.shape[0], -1)
+        # PNG filter "Up" (2): each byte minus the one above, mod 256 (the first row: minus 0).
+        above = np.empty_like(rows)
+        above[0] = prev if prev is not None else 0
+        above[1:] = rows[:-1]
+        prev = rows[-1].copy()
+        filtered = np.empty((rows.shape[0], rows.shape[1] + 1), np.uint8)
+        filtered[:, 0] = 2
+        np.subtract(rows, above, out=filtered[:, 1:])
+        data = comp.compress(filtered.tobytes())
+        if data:
+            pending.append(data)
+            size += len(data)
+        if size >= _IDAT_BYTES:
+            chunk(b"IDAT", b"".join(pending))
+            pending, size = [], 0
+    pending.append(comp.flush())
+    chunk(b"IDAT", b"".join(pending))
+    chunk(b"IEND", b"")
+
+
+@contextlib.contextmanager
+def _atomic_path(path: Path):
+    """A temporary path beside ``path`` for writers that want a file name (tifffile); renamed
+    into place (after fsync) on success, removed on any error."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        with contextlib.suppress(OSError):
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(tmp, 0o666 & ~mask)
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
