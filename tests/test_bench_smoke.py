@@ -32,3 +32,13 @@ def test_firmware_benchmark_runs_in_micropython_and_verifies():
     assert report["ok"] and report["micropython"].startswith("micropython")
     assert all(run["micropython"]["verified"] for run in report["decoder"])
     assert report["heap"]["budget_ok"]
+
+
+def test_isp_benchmark_runs_every_engine_on_a_small_dng():
+    out = subprocess.run([sys.executable, str(REPO / "tools/bench/isp.py"), "--sizes", "2", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)["rows"]
+    assert [r["engine"] for r in rows] == ["magcam", "linear", "ahd", "aahd"]
+    assert all(r["cpsnr_db"] > 25 and r["seconds"] > 0 and r["rss_mb"] > 0 for r in rows)
+    assert next(r for r in rows if r["engine"] == "ahd")["vs_ahd"] == 1.0
