@@ -111,6 +111,9 @@ class Link:
         self.bytes_out = 0
         self.frames_out = 0
         self.descriptor_errors = 0
+        self.descriptor_problem = ""
+        self.handler_errors = 0  # messages whose handling raised (the reader carries on)
+        self.last_handler_error = ""
         self.closed = False
         self.close_reason = ""
         self._last_tx = 0.0
@@ -157,6 +160,8 @@ class Link:
         with self._wlock:
             seq = self._next_seq()
             wire = bytes(self._enc.encode(mtype, seq, values, tail))
+        with self._cond:
+            self._replies.pop(seq, None)  # a stray answer that came before the question is not one
         for attempt in range(retries + 1):
             if attempt:
                 self.retries += 1
@@ -208,6 +213,9 @@ class Link:
                     raise CommandTimeout(f"no magcam device answering on {self.port}") from None
         with self._cond:
             while (self.hello is None or self.descriptor is None) and not self.closed:
+                if self.descriptor_problem:
+                    raise LinkError(f"{self.descriptor_problem}: rewrite it (Camera.write_descriptor) or "
+                                    "re-deploy the factory one (magcam deploy --descriptor ...)")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise CommandTimeout("device did not send HELLO and its descriptor")
@@ -249,7 +257,11 @@ class Link:
                 return
             if data:
                 self.bytes_in += len(data)
-                self._dec.feed(data, self._on_message)
+                try:
+                    self._dec.feed(data, self._on_message)
+                except Exception as e:  # noqa: BLE001 - whatever a device sends, the reader must live
+                    self.handler_errors += 1
+                    self.last_handler_error = f"{type(e).__name__}: {e}"
 
     def _on_message(self, mtype: int, seq: int, payload: memoryview) -> None:
         if self._last_dev_seq is not None and seq != (self._last_dev_seq + 1) & 0xFFFF:
@@ -279,9 +291,16 @@ class Link:
 
     def _on_descriptor(self, msg: dict) -> None:
         try:
-            self.descriptor = json.loads(msg["json"])
-        except ValueError:
+            descriptor = json.loads(msg["json"])
+        except (ValueError, RecursionError) as e:
             self.descriptor_errors += 1
+            self.descriptor_problem = f"the module's descriptor is not valid JSON ({type(e).__name__})"
+            return
+        if not isinstance(descriptor, dict):
+            self.descriptor_errors += 1
+            self.descriptor_problem = "the module's descriptor is JSON but not an object"
+            return
+        self.descriptor = descriptor
 
     def _push(self, event: dict) -> None:
         self.state[event["type"]] = event
