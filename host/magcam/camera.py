@@ -61,12 +61,14 @@ class Camera:
     reconnect to the same module, found again by its USB serial number wherever it reappears,
     within ``reconnect_timeout`` seconds."""
 
-    def __init__(self, port: str = "auto", *, connect_timeout: float = 10.0, reconnect_timeout: float = 15.0):
+    def __init__(self, port: str = "auto", *, connect_timeout: float = 10.0, reconnect_timeout: float = 15.0,
+                 max_frame_bytes: int = P.MAX_FRAME_BYTES):
         info = resolve(port)
         self.port = info.device
         self.usb_serial = info.serial_number
         self.reconnect_timeout = reconnect_timeout
-        self._link = Link(self.port)
+        self.max_frame_bytes = max_frame_bytes  # the most a (lying) device can make us allocate
+        self._link = Link(self.port, max_frame_bytes=max_frame_bytes)
         try:
             self.hello = self._link.open_session(timeout=connect_timeout)
         except BaseException:
@@ -249,7 +251,7 @@ class Camera:
             info = find_serial(self.usb_serial) if self.usb_serial else PortInfo(self.port)
             if info is not None and os.path.exists(info.device):
                 try:
-                    link = Link(info.device)
+                    link = Link(info.device, max_frame_bytes=self.max_frame_bytes)
                 except LinkError:
                     link = None
                 if link is not None:

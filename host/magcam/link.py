@@ -223,15 +223,15 @@ class Link:
         if self.closed:
             raise LinkClosed(self.close_reason)
         if self.hello["version"] != P.VERSION:
-            raise LinkError(self._version_advice(self.hello["version"]))
+            raise LinkError(self._version_advice(self.hello["version"], self.hello.get("firmware", "unknown")))
         self._session = True
         return self.hello
 
-    def _version_advice(self, device_version: int | None = None) -> str:
+    def _version_advice(self, device_version: int | None = None, firmware: str = "unknown") -> str:
         """What to run so host and module speak the same protocol (the exact command line)."""
         from .deploy import version_advice
 
-        return version_advice("unknown", device_version or 0, None, port=self.port) or ""
+        return version_advice(firmware, device_version or 0, None, port=self.port) or ""
 
     def _housekeeping(self) -> None:
         """Commands the reader thread must not wait on itself: power grants, heartbeats."""

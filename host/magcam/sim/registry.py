@@ -58,4 +58,6 @@ def entries() -> list[dict]:
             continue
         if _alive(int(entry.get("process", 0))) and os.path.exists(entry.get("device", "")):
             out.append(entry)
+        else:
+            path.unlink(missing_ok=True)  # a simulator killed outright cannot unregister itself
     return out

