@@ -30,6 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from magcam.frame import CFA_PATTERNS, RawFrame
+import contextlib
+import logging
+
 from magcam.pipeline import color
 from magcam.pipeline.errors import PipelineError
 from magcam.pipeline.shading import GainMap
@@ -111,11 +114,41 @@ def read(path: str | os.PathLike) -> RawImage:
             head = f.read(8)
     except OSError as e:
         raise PipelineError(f"{name}: cannot read ({e.strerror or e})") from None
-    if head[:4] in _TIFF_MAGIC:
-        image = _read_tiff_dng(path, size)
-        if image is not None:
-            return image
-    return _read_rawpy(path, size, tiff=head[:4] in _TIFF_MAGIC)
+    with _quiet_tifffile():  # a corrupt file is refused with one clear error, not a log per tag
+        try:
+            image = _read_tiff_dng(path, size) if head[:4] in _TIFF_MAGIC else None
+        except PipelineError:
+            raise
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as e:
+            # A tag of the wrong type, count or range: the file is malformed, whatever the tag.
+            raise PipelineError(f"{name}: malformed DNG tags ({_short(e)})") from None
+    if image is None:
+        image = _read_rawpy(path, size, tiff=head[:4] in _TIFF_MAGIC)
+    _check_colour(image, name)
+    return image
+
+
+@contextlib.contextmanager
+def _quiet_tifffile():
+    log = logging.getLogger("tifffile")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _check_colour(image: RawImage, name: str) -> None:
+    """A file whose colour data cannot develop (a singular or scrambled matrix, a non-positive
+    white) is refused here, naming it, not halfway through the pipeline."""
+    neutral = image.neutral if image.neutral is not None else np.ones(3)
+    try:
+        if not np.all(np.isfinite(neutral)) or np.any(np.asarray(neutral) <= 0):
+            raise ValueError("the as-shot neutral is not positive")
+        color.camera_to_output_matrix(image.xyz_to_camera, neutral, "srgb")
+    except (ValueError, np.linalg.LinAlgError) as e:
+        raise PipelineError(f"{name}: unusable colour data: {e}") from None
 
 
 def from_frame(frame: RawFrame, descriptor: dict | None = None, source: str = "<frame>") -> RawImage:
@@ -416,7 +449,7 @@ def _read_rawpy(path: Path, size: int, tiff: bool = False) -> RawImage:
         raise PipelineError(f"{name}: truncated or corrupt RAW file (LibRaw: {_short(e)})") from None
     except rawpy.LibRawTooBigError:
         raise PipelineError(f"{name}: absurd image size (LibRaw refuses to allocate it)") from None
-    except (rawpy.LibRawError, rawpy.NotSupportedError, OSError) as e:
+    except (rawpy.LibRawError, rawpy.NotSupportedError, NotImplementedError, OSError) as e:
         raise PipelineError(f"{name}: cannot read ({_short(e) or type(e).__name__})") from None
     with raw:
         try:
@@ -453,7 +486,7 @@ def _read_rawpy(path: Path, size: int, tiff: bool = False) -> RawImage:
             flip = int(sizes.flip)
         except PipelineError:
             raise
-        except (rawpy.LibRawError, ValueError) as e:
+        except (rawpy.LibRawError, ValueError, NotImplementedError) as e:
             raise PipelineError(f"{name}: truncated or corrupt RAW file ({_short(e)})") from None
     h, w = data.shape[0] // 2 * 2, data.shape[1] // 2 * 2
     data = np.ascontiguousarray(data[:h, :w])
@@ -483,7 +516,7 @@ def _measure_rgb_cam(raw) -> np.ndarray | None:
     try:
         cam = raw.postprocess(output_color=rawpy.ColorSpace.raw, **common).reshape(-1, 3).astype(np.float64)
         rgb = raw.postprocess(output_color=rawpy.ColorSpace.sRGB, **common).reshape(-1, 3).astype(np.float64)
-    except (rawpy.LibRawError, ValueError):
+    except (rawpy.LibRawError, ValueError, NotImplementedError):
         return None
     ok = np.all((cam > 256) & (cam < 60000), axis=1) & np.all((rgb > 256) & (rgb < 60000), axis=1)
     if np.count_nonzero(ok) < 100:

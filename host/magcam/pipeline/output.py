@@ -88,10 +88,21 @@ def icc_for(output_color: str, gamma: str, xyz_to_camera=None, neutral=None) -> 
 _EXIF_IFD, _ORIENTATION = 0x8769, 0x0112
 
 
+def _exif_scalar(v) -> bool:
+    if isinstance(v, str):
+        return True
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return False
+    return bool(np.isfinite(v)) and 0 < v < 1e9
+
+
 def exif_bytes(meta: dict, output_color: str = "srgb") -> bytes:
     """EXIF (with the ``Exif\\0\\0`` prefix JPEG APP1 wants) for the shooting metadata."""
     from PIL import Image, TiffImagePlugin
 
+    # Values come from the input file's tags as they are: only well-formed single values are
+    # written (a corrupt tag may hold an array, a tuple or a negative number).
+    meta = {k: v for k, v in meta.items() if _exif_scalar(v)}
     exif = Image.Exif()
     for tag, key in ((0x010F, "make"), (0x0110, "model")):
         if meta.get(key):
