@@ -1,0 +1,513 @@
+"""RIAS: residual interpolation with adaptive colour-difference smoothing (numba kernels).
+
+The high-quality demosaic. Four stages, all written once for the RGGB phase; ``oy, ox`` is
+where red sits in the 2x2 cell (blue diagonally opposite), so every Bayer phase runs the same
+code. Work is in float32 on a mosaic padded by reflect-101 (see ``demosaic.py``); each stage
+fills a shrinking window of the padded planes, so the result at a pixel depends only on the
+mosaic within ``RADIUS`` pixels of it (tiles that overlap by that much are exact).
+
+1. Directional green/colour estimates along rows and along columns by residual interpolation
+   (Kiku et al. 2013, "RI"): a masked 1-D guided filter over 11 samples predicts the missing
+   green from the line's colour and vice versa, and the prediction's residuals at the known
+   samples are interpolated linearly and added back. Result: horizontal and vertical colour
+   differences ``G - C`` (C = the row's or column's red or blue) at every pixel.
+2. Directional fusion as in GBTF (Pekkucuksen & Altunbasak 2010): four one-sided (N, S, E, W)
+   smoothings of those colour differences, weighted by the inverse squared colour-difference
+   gradient in a Gaussian 5x5 window on that side. Done at two lengths: short (sigma 1) and
+   long (sigma 3).
+3. Adaptive choice of the smoothing length: long smoothing wins where the colour difference is
+   smooth compared with the image detail (typical of natural scenes: +2 dB green on Kodak),
+   short smoothing where chroma itself has fine structure (saturated colour edges: +2 dB on
+   McMaster). The ratio of the two estimates' mean squared disagreement to the green
+   Laplacian energy over a 17x17 window decides, through a logistic blend.
+4. Red and blue by minimized-Laplacian residual interpolation (MLRI, Kiku et al. 2014) with
+   the full green as guide: a 7x7 masked guided filter fitted on Laplacians, its coefficients
+   averaged with weights 1 / (fit residual), as in ARI (Monno et al. 2015/2017); the
+   residuals at the known samples are interpolated bilinearly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange, uintp
+
+# --- parameters (in mosaic units: the data scale of [0, 1]) -----------------------------------
+GF_RADIUS = 5  # stage 1: 1-D guided filter window 11 samples
+VAR_FLOOR = 1e-5  # stage 1: floor on the guide variance (IPOL's 1e-5 * 255^2 in 8-bit units)
+WEIGHT_EPS = 1e-20  # stage 2: keeps 1/gradient^2 finite on perfectly flat areas
+SIGMA_SHORT, SIGMA_LONG = 1.0, 3.0  # stage 2: one-sided 5-tap Gaussian smoothing lengths
+BLEND_RADIUS = 8  # stage 3: 17x17 statistics window
+BLEND_CENTER, BLEND_WIDTH = -5.0, 0.25  # stage 3: logistic in ln(disagreement / Laplacian energy)
+BLEND_TINY = 1.5e-8  # stage 3: regulariser of that ratio (1e-3 in 8-bit units squared)
+RB_RADIUS = 3  # stage 4: 7x7 guided filter window
+ML_EPS = 1e-9  # stage 4: regulariser of the Laplacian energy per sample
+FIT_FLOOR = 4e-6  # stage 4: floor on the fit residual RMS (1e-3 in 8-bit units)
+
+# Dependency radius of each stage's output on its input (along either axis).
+_R1 = 2 * GF_RADIUS + 2  # guides (1) + coefficients (GF) + their average (GF) + residuals (1)
+_R2 = 4  # gradient (1) + Gaussian (2) + side shift (1); the smoothing taps reach 4
+_R3 = 1 + BLEND_RADIUS  # Laplacian + window
+_R4 = 2 + 2 * RB_RADIUS + 1  # Laplacian of the guide + coefficients + their average + residuals
+RADIUS = _R1 + _R2 + _R3 + _R4
+
+
+def _one_sided(sigma: float) -> np.ndarray:
+    g = np.exp(-(np.arange(5, dtype=np.float64) ** 2) / (2 * sigma * sigma))
+    return (g / g.sum()).astype(np.float32)
+
+
+_TAPS_SHORT = _one_sided(SIGMA_SHORT)
+_TAPS_LONG = _one_sided(SIGMA_LONG)
+_G5 = np.exp(-(np.arange(-2, 3, dtype=np.float64) ** 2) / 8.0)
+_GAUSS5 = (_G5 / _G5.sum()).astype(np.float32)  # 5-tap, sigma 2, separable
+
+
+# Performance notes: kernels index rows through row views and ``uintp`` column indices. numba
+# supports negative (wrap-around) indices, and the check for them keeps LLVM from vectorising
+# stencil loops; unsigned indices skip it (all indices here are in bounds by construction).
+# Column-direction work in stage 1 runs the row kernels on the transposed mosaic.
+
+_F0, _F05, _F1, _F4 = np.float32(0.0), np.float32(0.5), np.float32(1.0), np.float32(4.0)
+_VAR_FLOOR = np.float32(VAR_FLOOR)
+_R = GF_RADIUS
+_N_EVEN = np.float32(_R + 1 - (_R & 1))  # samples of the centre's parity in [-r, r]
+_N_ODD = np.float32(2 * _R + 1) - _N_EVEN
+_INV_N = np.float32(1.0 / (2 * _R + 1))
+
+
+# --- stage 1: directional residual interpolation (along rows) -------------------------------
+
+
+@njit(parallel=True, cache=True)
+def _dir_coef(xp, oy, ox, y0, y1, x0, x1, a_g, b_g, a_c, b_c):  # pragma: no cover
+    """Guided-filter coefficients along rows at every pixel of [y0, y1) x [x0, x1).
+
+    Along a row, samples alternate green and colour C. The guide at every sample is the mean of
+    its two row neighbours (the linear estimate of the other colour), the input is the sample
+    itself; one fit over the green samples of the window (predicting G from C) and one over the
+    C samples (predicting C from G). Sums are centred on the pixel's own values, which keeps
+    float32 variances accurate.
+    """
+    for y in prange(y0, y1):
+        row = xp[y]
+        ag, bg, ac, bc = a_g[y], b_g[y], a_c[y], b_c[y]
+        gy = (y + oy) & 1
+        for x in range(x0, x1):
+            i0 = _F05 * (row[uintp(x - 1)] + row[uintp(x + 1)])
+            p0 = row[uintp(x)]
+            se_i = se_p = se_ii = se_ip = _F0
+            so_i = so_p = so_ii = so_ip = _F0
+            for k in range(2 * _R + 1):
+                q = x + k - _R
+                gi = _F05 * (row[uintp(q - 1)] + row[uintp(q + 1)]) - i0
+                gp = row[uintp(q)] - p0
+                if (k - _R) & 1:
+                    so_i += gi
+                    so_p += gp
+                    so_ii += gi * gi
+                    so_ip += gi * gp
+                else:
+                    se_i += gi
+                    se_p += gp
+                    se_ii += gi * gi
+                    se_ip += gi * gp
+            mi = se_i / _N_EVEN
+            mp = se_p / _N_EVEN
+            a = (se_ip / _N_EVEN - mi * mp) / max(se_ii / _N_EVEN - mi * mi, _VAR_FLOOR)
+            b = (mp + p0) - a * (mi + i0)
+            mi2 = so_i / _N_ODD
+            mp2 = so_p / _N_ODD
+            a2 = (so_ip / _N_ODD - mi2 * mp2) / max(so_ii / _N_ODD - mi2 * mi2, _VAR_FLOOR)
+            b2 = (mp2 + p0) - a2 * (mi2 + i0)
+            is_g = gy != ((x + ox) & 1)
+            ag[uintp(x)] = a if is_g else a2
+            bg[uintp(x)] = b if is_g else b2
+            ac[uintp(x)] = a2 if is_g else a
+            bc[uintp(x)] = b2 if is_g else b
+
+
+@njit(parallel=True, cache=True)
+def _dir_tentative(xp, oy, ox, y0, y1, x0, x1, a_g, b_g, a_c, b_c, t_g, t_c):  # pragma: no cover
+    """Tentative G and C at every pixel: window-averaged coefficients applied to the guide."""
+    for y in prange(y0, y1):
+        row = xp[y]
+        ag, bg, ac, bc, tg, tc = a_g[y], b_g[y], a_c[y], b_c[y], t_g[y], t_c[y]
+        gy = (y + oy) & 1
+        for x in range(x0, x1):
+            sag = sbg = sac = sbc = _F0
+            for k in range(2 * _R + 1):
+                q = x + k - _R
+                sag += ag[uintp(q)]
+                sbg += bg[uintp(q)]
+                sac += ac[uintp(q)]
+                sbc += bc[uintp(q)]
+            lin = _F05 * (row[uintp(x - 1)] + row[uintp(x + 1)])
+            own = row[uintp(x)]
+            is_g = gy != ((x + ox) & 1)
+            # G's guide is C (observed at C sites, linear elsewhere), and vice versa
+            tg[uintp(x)] = (sag * (lin if is_g else own) + sbg) * _INV_N
+            tc[uintp(x)] = (sac * (own if is_g else lin) + sbc) * _INV_N
+
+
+@njit(parallel=True, cache=True)
+def _dir_difference(xp, oy, ox, y0, y1, x0, x1, t_g, t_c, dif):  # pragma: no cover
+    """G - C along rows: observed value, or tentative + interpolated residual."""
+    for y in prange(y0, y1):
+        row, tg, tc, d = xp[y], t_g[y], t_c[y], dif[y]
+        gy = (y + oy) & 1
+        for x in range(x0, x1):
+            c = tc[uintp(x)] + _F05 * ((row[uintp(x - 1)] - tc[uintp(x - 1)]) + (row[uintp(x + 1)] - tc[uintp(x + 1)]))
+            g = tg[uintp(x)] + _F05 * ((row[uintp(x - 1)] - tg[uintp(x - 1)]) + (row[uintp(x + 1)] - tg[uintp(x + 1)]))
+            is_g = gy != ((x + ox) & 1)
+            d[uintp(x)] = (row[uintp(x)] - c) if is_g else (g - row[uintp(x)])
+
+
+# --- stage 2: directional fusion ---------------------------------------------------------------
+
+_WEIGHT_EPS = np.float32(WEIGHT_EPS)
+
+
+@njit(parallel=True, cache=True)
+def _gradients(dh, dv, y0, y1, x0, x1, gh, gv):  # pragma: no cover
+    for y in prange(y0, y1):
+        h, vn, vs, oh, ov = dh[y], dv[y - 1], dv[y + 1], gh[y], gv[y]
+        for x in range(x0, x1):
+            oh[uintp(x)] = abs(h[uintp(x + 1)] - h[uintp(x - 1)])
+            ov[uintp(x)] = abs(vs[uintp(x)] - vn[uintp(x)])
+
+
+def _make_sums(radius: int, taps=None):
+    """(2 radius + 1)-tap sums along rows and along columns; weighted by ``taps`` if given."""
+    r = radius
+    t = tuple(np.float32(v) for v in (np.ones(2 * r + 1) if taps is None else taps))
+
+    @njit(parallel=True, cache=True)
+    def rows(src, y0, y1, x0, x1, dst):  # pragma: no cover
+        for y in prange(y0, y1):
+            a, o = src[y], dst[y]
+            for x in range(x0, x1):
+                s = _F0
+                for k in range(2 * r + 1):
+                    s += t[k] * a[uintp(x + k - r)]
+                o[uintp(x)] = s
+
+    @njit(parallel=True, cache=True)
+    def cols(src, y0, y1, x0, x1, dst):  # pragma: no cover
+        for y in prange(y0, y1):
+            o = dst[y]
+            a = src[y - r]
+            for x in range(x0, x1):
+                o[uintp(x)] = t[0] * a[uintp(x)]
+            for k in range(1, 2 * r + 1):
+                a = src[y - r + k]
+                tk = t[k]
+                for x in range(x0, x1):
+                    o[uintp(x)] += tk * a[uintp(x)]
+
+    return rows, cols
+
+
+_GAUSS_ROWS, _GAUSS_COLS = _make_sums(2, _GAUSS5)
+_BLEND_ROWS, _BLEND_COLS = _make_sums(BLEND_RADIUS)
+_RB_ROWS, _RB_COLS = _make_sums(RB_RADIUS)
+_TS = tuple(np.float32(v) for v in _TAPS_SHORT)
+_TL = tuple(np.float32(v) for v in _TAPS_LONG)
+
+
+@njit(parallel=True, cache=True)
+def _fuse(dh, dv, wh, wv, y0, y1, x0, x1, d_short, d_long):  # pragma: no cover
+    for y in prange(y0, y1):
+        h, whr, wn, ws = dh[y], wh[y], wv[y - 1], wv[y + 1]
+        v0, v1, v2, v3, v4 = dv[y], dv[y - 1], dv[y - 2], dv[y - 3], dv[y - 4]
+        s1, s2, s3, s4 = dv[y + 1], dv[y + 2], dv[y + 3], dv[y + 4]
+        os_, ol = d_short[y], d_long[y]
+        for x in range(x0, x1):
+            w_w = whr[uintp(x - 1)]
+            w_e = whr[uintp(x + 1)]
+            w_n = wn[uintp(x)]
+            w_s = ws[uintp(x)]
+            w_w = _F1 / (w_w * w_w + _WEIGHT_EPS)
+            w_e = _F1 / (w_e * w_e + _WEIGHT_EPS)
+            w_n = _F1 / (w_n * w_n + _WEIGHT_EPS)
+            w_s = _F1 / (w_s * w_s + _WEIGHT_EPS)
+            c = v0[uintp(x)]
+            n1, n2, n3, n4 = v1[uintp(x)], v2[uintp(x)], v3[uintp(x)], v4[uintp(x)]
+            q1, q2, q3, q4 = s1[uintp(x)], s2[uintp(x)], s3[uintp(x)], s4[uintp(x)]
+            sn = _TS[0] * c + _TS[1] * n1 + _TS[2] * n2 + _TS[3] * n3 + _TS[4] * n4
+            ss = _TS[0] * c + _TS[1] * q1 + _TS[2] * q2 + _TS[3] * q3 + _TS[4] * q4
+            ln = _TL[0] * c + _TL[1] * n1 + _TL[2] * n2 + _TL[3] * n3 + _TL[4] * n4
+            ls = _TL[0] * c + _TL[1] * q1 + _TL[2] * q2 + _TL[3] * q3 + _TL[4] * q4
+            sw = se = lw = le = _F0
+            for k in range(5):
+                a = h[uintp(x - k)]
+                b = h[uintp(x + k)]
+                sw += _TS[k] * a
+                se += _TS[k] * b
+                lw += _TL[k] * a
+                le += _TL[k] * b
+            inv = _F1 / (w_w + w_e + w_n + w_s)
+            os_[uintp(x)] = (w_w * sw + w_e * se + w_n * sn + w_s * ss) * inv
+            ol[uintp(x)] = (w_w * lw + w_e * le + w_n * ln + w_s * ls) * inv
+
+
+# --- stage 3: adaptive smoothing length --------------------------------------------------------
+
+_BLEND_TINY = np.float32(BLEND_TINY)
+_BLEND_SCALE = np.float32(math.exp(-BLEND_CENTER))
+assert BLEND_WIDTH == 0.25  # _green raises the ratio to the 4th power
+
+
+@njit(parallel=True, cache=True)
+def _blend_stats(xp, oy, ox, d_short, y0, y1, x0, x1, d_long, dis, lap):  # pragma: no cover
+    for y in prange(y0, y1):
+        xn, xc, xs = xp[y - 1], xp[y], xp[y + 1]
+        dn, dc, ds, dl = d_short[y - 1], d_short[y], d_short[y + 1], d_long[y]
+        od, ol = dis[y], lap[y]
+        gy = (y + oy) & 1
+        for x in range(x0, x1):
+            # provisional green (short smoothing) at the pixel and its 4 neighbours
+            c, n, s, w, e = xc[uintp(x)], xn[uintp(x)], xs[uintp(x)], xc[uintp(x - 1)], xc[uintp(x + 1)]
+            if gy == ((x + ox) & 1):  # red or blue here; the neighbours are green
+                c += dc[uintp(x)]
+            else:
+                n += dn[uintp(x)]
+                s += ds[uintp(x)]
+                w += dc[uintp(x - 1)]
+                e += dc[uintp(x + 1)]
+            g = _F4 * c - n - s - w - e
+            ol[uintp(x)] = g * g
+            v = dl[uintp(x)] - dc[uintp(x)]
+            od[uintp(x)] = v * v
+
+
+@njit(parallel=True, cache=True)
+def _green(xp, oy, ox, d_short, d_long, dis_sum, lap_sum, y0, y1, x0, x1, green):  # pragma: no cover
+    for y in prange(y0, y1):
+        xr, ds, dl, di, la, o = xp[y], d_short[y], d_long[y], dis_sum[y], lap_sum[y], green[y]
+        gy = (y + oy) & 1
+        for x in range(x0, x1):
+            # alpha = 1 / (1 + exp((ln ratio - centre) / width)), without log and exp
+            q = (di[uintp(x)] + _BLEND_TINY) / (la[uintp(x)] + _BLEND_TINY) * _BLEND_SCALE
+            q2 = q * q
+            alpha = _F1 / (_F1 + q2 * q2)  # weight of the long smoothing (inf -> 0 is right)
+            d = ds[uintp(x)] + alpha * (dl[uintp(x)] - ds[uintp(x)])
+            o[uintp(x)] = xr[uintp(x)] if gy != ((x + ox) & 1) else xr[uintp(x)] + d
+
+
+# --- stage 4: red and blue by weighted MLRI ------------------------------------------------------
+
+_ML_EPS = ML_EPS
+_FIT_FLOOR = FIT_FLOOR
+
+
+@njit(parallel=True, cache=True)
+def _rb_rows(xp, g, cy, cx, y0, y1, x0, x1, hs):  # pragma: no cover
+    """Row sums over the colour sites (row parity cy, column parity cx) in [x - 3, x + 3].
+
+    ``hs[y // 2, k]`` for rows of the colour: dI*dp, dI^2, I, p, I^2, p^2, I*p with I the green
+    guide, p the mosaic and dI, dp their 5-point Laplacians on the colour's own lattice.
+    """
+    for yy in prange((y0 - cy + 1) // 2, (y1 - cy + 1) // 2):
+        y = 2 * yy + cy
+        gr, gn, gs, pr, pn, ps = g[y], g[y - 2], g[y + 2], xp[y], xp[y - 2], xp[y + 2]
+        h = hs[yy]
+        for x in range(x0, x1):
+            s0 = s1 = s2 = s3 = s4 = s5 = s6 = _F0
+            odd = (x - cx) & 1  # 0: colour sites at x, x +- 2; 1: at x +- 1, x +- 3
+            for j in range(4):
+                if j < 3 + odd:
+                    q = x - 2 - odd + 2 * j
+                    gi = gr[uintp(q)]
+                    pi = pr[uintp(q)]
+                    di = _F4 * gi - gn[uintp(q)] - gs[uintp(q)] - gr[uintp(q - 2)] - gr[uintp(q + 2)]
+                    dp = _F4 * pi - pn[uintp(q)] - ps[uintp(q)] - pr[uintp(q - 2)] - pr[uintp(q + 2)]
+                    s0 += di * dp
+                    s1 += di * di
+                    s2 += gi
+                    s3 += pi
+                    s4 += gi * gi
+                    s5 += pi * pi
+                    s6 += gi * pi
+            h[0, uintp(x)] = s0
+            h[1, uintp(x)] = s1
+            h[2, uintp(x)] = s2
+            h[3, uintp(x)] = s3
+            h[4, uintp(x)] = s4
+            h[5, uintp(x)] = s5
+            h[6, uintp(x)] = s6
+
+
+@njit(parallel=True, cache=True)
+def _rb_coef(cy, cx, hs, y0, y1, x0, x1, aw, bw, ww):  # pragma: no cover
+    """Per-pixel MLRI fit over the 7x7 window, and its weight 1 / (fit residual RMS)."""
+    for y in prange(y0, y1):
+        oddy = (y - cy) & 1
+        first = (y - 2 - oddy - cy) // 2  # hs row of the first colour row in [y - 3, y + 3]
+        nrow = 3 + oddy
+        h0, h1, h2 = hs[first], hs[first + 1], hs[first + 2]
+        h3 = hs[first + 3] if oddy else hs[first + 2]
+        f3 = 1.0 if oddy else 0.0
+        oa, ob, ow = aw[y], bw[y], ww[y]
+        for x in range(x0, x1):
+            ncol = 3 + ((x - cx) & 1)
+            s0 = float(h0[0, uintp(x)]) + h1[0, uintp(x)] + h2[0, uintp(x)] + f3 * h3[0, uintp(x)]
+            s1 = float(h0[1, uintp(x)]) + h1[1, uintp(x)] + h2[1, uintp(x)] + f3 * h3[1, uintp(x)]
+            s2 = float(h0[2, uintp(x)]) + h1[2, uintp(x)] + h2[2, uintp(x)] + f3 * h3[2, uintp(x)]
+            s3 = float(h0[3, uintp(x)]) + h1[3, uintp(x)] + h2[3, uintp(x)] + f3 * h3[3, uintp(x)]
+            s4 = float(h0[4, uintp(x)]) + h1[4, uintp(x)] + h2[4, uintp(x)] + f3 * h3[4, uintp(x)]
+            s5 = float(h0[5, uintp(x)]) + h1[5, uintp(x)] + h2[5, uintp(x)] + f3 * h3[5, uintp(x)]
+            s6 = float(h0[6, uintp(x)]) + h1[6, uintp(x)] + h2[6, uintp(x)] + f3 * h3[6, uintp(x)]
+            n = float(nrow * ncol)
+            a = s0 / (s1 + n * _ML_EPS)
+            mi = s2 / n
+            mp = s3 / n
+            b = mp - a * mi
+            # mean squared fit residual, from centred moments (in float64)
+            res = (s5 / n - mp * mp) - 2.0 * a * (s6 / n - mi * mp) + a * a * (s4 / n - mi * mi)
+            w = 1.0 / max(math.sqrt(max(res, 0.0)), _FIT_FLOOR)
+            oa[uintp(x)] = a * w
+            ob[uintp(x)] = b * w
+            ow[uintp(x)] = w
+
+
+@njit(parallel=True, cache=True)
+def _rb_tentative(g, aw_s, bw_s, ww_s, y0, y1, x0, x1, t):  # pragma: no cover
+    for y in prange(y0, y1):
+        gr, a, b, w, o = g[y], aw_s[y], bw_s[y], ww_s[y], t[y]
+        for x in range(x0, x1):
+            o[uintp(x)] = (a[uintp(x)] * gr[uintp(x)] + b[uintp(x)]) / w[uintp(x)]
+
+
+@njit(parallel=True, cache=True)
+def _rb_output(xp, cy, cx, t, pad, chan, out):  # pragma: no cover
+    """Colour = tentative + bilinearly interpolated residual; observed samples are kept."""
+    h, w = out.shape[0], out.shape[1]
+    q = np.float32(0.25)
+    for y in prange(h):
+        py = y + pad
+        oy = (py - cy) & 1
+        xn, xc, xs, tn, tc, ts = xp[py - 1], xp[py], xp[py + 1], t[py - 1], t[py], t[py + 1]
+        o = out[y]
+        for x in range(w):
+            px = x + pad
+            ox = (x + pad - cx) & 1
+            if oy == 0 and ox == 0:
+                v = xc[uintp(px)]
+            elif oy == 0:
+                v = tc[uintp(px)] + _F05 * ((xc[uintp(px - 1)] - tc[uintp(px - 1)]) + (xc[uintp(px + 1)] - tc[uintp(px + 1)]))
+            elif ox == 0:
+                v = tc[uintp(px)] + _F05 * ((xn[uintp(px)] - tn[uintp(px)]) + (xs[uintp(px)] - ts[uintp(px)]))
+            else:
+                v = tc[uintp(px)] + q * ((xn[uintp(px - 1)] - tn[uintp(px - 1)]) + (xn[uintp(px + 1)] - tn[uintp(px + 1)])
+                                 + (xs[uintp(px - 1)] - ts[uintp(px - 1)]) + (xs[uintp(px + 1)] - ts[uintp(px + 1)]))
+            o[uintp(x), chan] = v
+
+
+@njit(parallel=True, cache=True)
+def _copy_green(gp, pad, out):  # pragma: no cover
+    h, w = out.shape[0], out.shape[1]
+    for y in prange(h):
+        gr = gp[y + pad]
+        o = out[y]
+        for x in range(w):
+            o[uintp(x), 1] = gr[uintp(x + pad)]
+
+
+# --- driver ------------------------------------------------------------------------------------
+
+
+def _rias_block(xp, pad, oy, ox, out, ws):
+    """One block: padded mosaic rows ``xp`` -> ``out`` rows, using workspace planes ``ws``."""
+    hp, wp = xp.shape
+    planes = iter(ws["planes"])
+
+    def plane():
+        return next(planes)[:hp]
+
+    # Each stage fills the window [m, h - m) x [m, w - m) of the padded planes; the margins
+    # grow from the output (at ``pad``) outwards by each stage's reach.
+    m_t = pad - 1  # red/blue tentatives (residuals at +-1)
+    m_c = m_t - RB_RADIUS  # red/blue coefficients (averaged over +-3)
+    m_g = m_c - RB_RADIUS - 2  # green (fit window +-3, Laplacian +-2)
+    m_d = m_g - BLEND_RADIUS - 1  # fused differences (window +-8, Laplacian +-1)
+    m_1 = m_d - 4  # directional differences (gradient, Gaussian, side shift; taps +-4)
+    r = GF_RADIUS
+
+    # stage 1: along rows, then along columns on the transposed mosaic
+    dh = plane()
+    a_g, b_g, a_c, b_c, t_g, t_c = (plane() for _ in range(6))
+    lo, hi_y, hi_x = m_1, hp - m_1, wp - m_1
+    _dir_coef(xp, oy, ox, lo, hi_y, lo - r - 1, hi_x + r + 1, a_g, b_g, a_c, b_c)
+    _dir_tentative(xp, oy, ox, lo, hi_y, lo - 1, hi_x + 1, a_g, b_g, a_c, b_c, t_g, t_c)
+    _dir_difference(xp, oy, ox, lo, hi_y, lo, hi_x, t_g, t_c, dh)
+    xt = ws["t"][0][:, :hp]
+    xt[...] = xp.T
+    tp = [b[:, :hp] for b in ws["t"][1:]]
+    _dir_coef(xt, ox, oy, lo, hi_x, lo - r - 1, hi_y + r + 1, *tp[:4])
+    _dir_tentative(xt, ox, oy, lo, hi_x, lo - 1, hi_y + 1, *tp[:4], tp[4], tp[5])
+    _dir_difference(xt, ox, oy, lo, hi_x, lo, hi_y, tp[4], tp[5], tp[6])
+    dv = plane()
+    dv[...] = tp[6].T
+
+    # stage 2
+    gh, gv, tmp, wh, wv = a_g, b_g, a_c, b_c, plane()
+    m = m_d - 3
+    _gradients(dh, dv, m, hp - m, m, wp - m, gh, gv)
+    for src, dst in ((gh, wh), (gv, wv)):
+        _GAUSS_ROWS(src, m, hp - m, m + 2, wp - m - 2, tmp)
+        _GAUSS_COLS(tmp, m + 2, hp - m - 2, m + 2, wp - m - 2, dst)
+    d_short, d_long = t_g, t_c
+    _fuse(dh, dv, wh, wv, m_d, hp - m_d, m_d, wp - m_d, d_short, d_long)
+
+    # stage 3
+    dis, lap = dh, dv
+    m = m_d + 1
+    _blend_stats(xp, oy, ox, d_short, m, hp - m, m, wp - m, d_long, dis, lap)
+    dis_s, lap_s = gh, gv
+    for src, dst in ((dis, dis_s), (lap, lap_s)):
+        _BLEND_ROWS(src, m, hp - m, m_g, wp - m_g, tmp)
+        _BLEND_COLS(tmp, m_g, hp - m_g, m_g, wp - m_g, dst)
+    green = wh
+    _green(xp, oy, ox, d_short, d_long, dis_s, lap_s, m_g, hp - m_g, m_g, wp - m_g, green)
+    _copy_green(green, pad, out)
+
+    # stage 4: red at (oy, ox), blue at the opposite phase
+    hs = ws["hs"]
+    aw, bw, ww, aws, bws, wws, t = dh, dv, d_short, d_long, gh, gv, wv
+    rr = RB_RADIUS
+    for chan, cy, cx in ((0, oy, ox), (2, 1 - oy, 1 - ox)):
+        _rb_rows(xp, green, cy, cx, m_c - rr, hp - m_c + rr, m_c, wp - m_c, hs)
+        _rb_coef(cy, cx, hs, m_c, hp - m_c, m_c, wp - m_c, aw, bw, ww)
+        for src, dst in ((aw, aws), (bw, bws), (ww, wws)):
+            _RB_ROWS(src, m_c, hp - m_c, m_t, wp - m_t, tmp)
+            _RB_COLS(tmp, m_t, hp - m_t, m_t, wp - m_t, dst)
+        _rb_tentative(green, aws, bws, wws, m_t, hp - m_t, m_t, wp - m_t, t)
+        _rb_output(xp, cy, cx, t, pad, chan, out)
+
+
+STRIP = 512  # output rows per block (even): bounds the workspace, which blocks reuse
+
+
+def rias_padded(xp: np.ndarray, pad: int, oy: int, ox: int, out: np.ndarray) -> None:
+    """Demosaic the padded mosaic ``xp`` (``pad >= RADIUS``, even) into ``out`` (H, W, 3).
+
+    Works in strips of ``STRIP`` output rows that overlap by the dependency radius, so the
+    result is the same as in one piece; the strips share one workspace, so fresh memory is
+    touched once per call rather than once per stage.
+    """
+    if pad < RADIUS or pad % 2:
+        raise ValueError(f"RIAS needs an even padding of at least {RADIUS} pixels")
+    h = out.shape[0]
+    wp = xp.shape[1]
+    rows = min(STRIP, h) + 2 * pad
+    f32 = np.float32
+    ws = {
+        "planes": [np.empty((rows, wp), f32) for _ in range(10)],
+        "t": [np.empty((wp, rows), f32) for _ in range(8)],
+        "hs": np.empty((rows // 2 + 1, 7, wp), f32),
+    }
+    for r0 in range(0, h, STRIP):
+        r1 = min(r0 + STRIP, h)
+        _rias_block(xp[r0:r1 + 2 * pad], pad, oy, ox, out[r0:r1], ws)
