@@ -16,13 +16,15 @@ import pytest
 import rawpy
 
 import magcam
-from conftest import tool
+from conftest import REPO, tool
 from magcam.link import CommandRejected, Link
 from magcam.sim import Simulator
 from magcam.sim.sensor import SensorModel
 from magcam_fw import protocol as P
 
 MAGCAM = [sys.executable, "-m", "magcam.cli"]
+sys.path.insert(0, str(REPO / "tools"))
+from chaos import processes_marked  # noqa: E402
 
 TURNS = """\
 {"t": 50, "do": "turn", "steps": 200, "rate": 2000}
@@ -36,18 +38,6 @@ SCENARIO = TURNS + """\
 {"t": 1400, "do": "temp", "c": 58.5}
 """
 
-
-def processes_marked(marker: str) -> list[int]:
-    """Processes whose environment carries ``marker`` (children inherit it from whoever we start)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
 
 
 def raw_wire(version: int, mtype: int, seq: int, payload: bytes) -> bytes:

@@ -9,19 +9,20 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb"):
-    """Write to a temporary file beside ``path``, fsync it, then rename it into place.
+def atomic_path(path: str | os.PathLike):
+    """A temporary path beside ``path`` for writers that want a file name (tifffile, encoders).
 
-    On any error (including ENOSPC) the temporary file is removed and ``path`` is untouched.
+    On success the file is fsynced and renamed into place; on any error (including ENOSPC) it
+    is removed and ``path`` is untouched.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
     try:
         with contextlib.suppress(OSError):  # vfat (a CIRCUITPY drive) has no modes to set
-            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a capture is an ordinary file
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a capture is an ordinary file
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -35,6 +36,13 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb"):
+    """Write through a file object; the file appears complete at ``path`` or not at all."""
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
 
 
 def _umask() -> int:

@@ -17,11 +17,9 @@ Usage::
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import struct
-import tempfile
 import zlib
 from datetime import datetime
 from fractions import Fraction
@@ -31,7 +29,7 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from magcam.atomic import atomic_write, write_bytes_atomic
+from magcam.atomic import atomic_path, atomic_write, write_bytes_atomic
 
 
 def write_jpeg(path: str | os.PathLike, rgb_uint8: np.ndarray, quality: int = 92) -> Path:
@@ -159,7 +157,7 @@ def write_image(path, fmt: str, bands: Iterable[np.ndarray], shape: tuple[int, i
                 for y in range(0, band.shape[0], _TIFF_ROWS):
                     yield band[y : y + _TIFF_ROWS]
 
-        with _atomic_path(path) as tmp:
+        with atomic_path(path) as tmp:
             with tifffile.TiffWriter(tmp, bigtiff=h * w * 3 * (bits // 8) > 0xF0000000) as tif:
                 tif.write(strips(), shape=(h, w, 3), dtype=dtype, photometric="rgb", planarconfig="contig",
                           rowsperstrip=_TIFF_ROWS, iccprofile=icc_profile, software="magcam", metadata=None,
@@ -231,24 +229,3 @@ def _write_png(f, bands, h: int, w: int, bits: int, icc_profile: bytes | None, e
     pending.append(comp.flush())
     chunk(b"IDAT", b"".join(pending))
     chunk(b"IEND", b"")
-
-
-@contextlib.contextmanager
-def _atomic_path(path: Path):
-    """A temporary path beside ``path`` for writers that want a file name (tifffile); renamed
-    into place (after fsync) on success, removed on any error."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        with contextlib.suppress(OSError):
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(tmp, 0o666 & ~mask)
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
