@@ -2,10 +2,6 @@
 ``magcam.connect`` works), then lies. Whatever it does, the host must stay bounded in memory
 (tracemalloc) and in time (every call returns within its timeout), and tell the user what is
 wrong (the exception names the problem).
-
-Tests marked ``xfail(strict=True)`` describe what the host should do and does not yet: each is a
-bug reported to the lead; the mark comes off with the fix (strict: a fix makes them fail until
-it does).
 """
 
 from __future__ import annotations
