@@ -26,7 +26,6 @@ import subprocess
 import sys
 import time
 import tracemalloc
-import tty
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from magcam.frame import RawFrame
+from test_link_host import FakeDevice
 from magcam.link import FrameError, Link
 from magcam_fw import protocol as P
 
@@ -234,15 +234,8 @@ def _payload(mtype, fields) -> bytes:
     return fuzz._payload_of(wire)
 
 
-class _Pty:
-    """The device end of a pty; the Link opens the other end."""
-
-    def __init__(self):
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)
-        self.port = os.ttyname(self.slave)
-        self.enc = P.Encoder()
-        self.seq = 0
+class _Pty(FakeDevice):
+    """The device end of a pty (test_link_host's FakeDevice) that also writes raw wire bytes."""
 
     def wire(self, mtype, fields) -> bytes:
         self.seq += 1
@@ -254,9 +247,6 @@ class _Pty:
         while view:
             view = view[os.write(self.master, view):]
 
-    def close(self):
-        os.close(self.master)
-        os.close(self.slave)
 
 
 @pytest.fixture(scope="module")

@@ -372,10 +372,11 @@ def test_follows_the_demosaic_contract(monkeypatch, descriptor, scene):
 
     def wide(cfa, pattern):
         calls.append(cfa.shape)
-        rgb = process.bilinear_exact(cfa, pattern)
+        rgb = bilinear(cfa, pattern)
         return filters.separable(rgb, filters.gaussian_kernel(0.6)) + 0  # reads 2 more px each side
 
-    monkeypatch.setattr(demosaic, "METHODS", {"bilinear": process.bilinear_exact, "wide": wide}, raising=False)
+    bilinear = demosaic.METHODS["bilinear"]
+    monkeypatch.setattr(demosaic, "METHODS", {"bilinear": bilinear, "wide": wide}, raising=False)
     monkeypatch.setattr(demosaic, "OVERLAP", {"bilinear": 2, "wide": 4}, raising=False)
     monkeypatch.setattr(demosaic, "DEFAULT", "wide", raising=False)
     monkeypatch.setattr(demosaic, "PREVIEW", "bilinear", raising=False)

@@ -59,55 +59,16 @@ _ANALYSIS_ROWS = 256
 
 
 def demosaic_methods() -> dict[str, Callable]:
-    """name -> fn(cfa float32 HxW, pattern) -> float32 HxWx3 (the demosaic module's contract).
-
-    Until ``demosaic.METHODS`` exists, "bilinear" is ``bilinear_exact`` below: the legacy
-    ``demosaic.bilinear`` maps each call's own min..max onto uint16, so the same pixel rounds
-    differently in a tile and in the whole frame.
-    """
-    methods = getattr(demosaic, "METHODS", None)
-    if methods:
-        return dict(methods)
-    return {"bilinear": bilinear_exact}
+    """name -> fn(cfa float32 HxW, pattern) -> float32 HxWx3 (the demosaic module's contract)."""
+    return dict(demosaic.METHODS)
 
 
 def demosaic_overlap(method: str) -> int:
-    return int(getattr(demosaic, "OVERLAP", {}).get(method, 2))
-
-
-def bilinear_exact(cfa: np.ndarray, pattern: str) -> np.ndarray:
-    """Bilinear demosaicing (OpenCV's and LibRaw's LINEAR kernels) in float32 numpy operations,
-    so a pixel's value depends only on its 3x3 neighbourhood: tiles equal the whole frame."""
-    from magcam.pipeline import filters
-
-    cfa = np.asarray(cfa, np.float32)
-    h, w = cfa.shape
-    if h < 2 or w < 2 or h % 2 or w % 2:
-        raise PipelineError(f"mosaic must have even sides, got {cfa.shape}")
-    out = np.empty((h, w, 3), np.float32)
-    half, quarter = np.float32(0.5), np.float32(0.25)
-    for ci, c in enumerate("RGB"):
-        plane = np.zeros((h, w), np.float32)
-        for k, p in enumerate(pattern):
-            if p == c:
-                plane[k // 2 :: 2, k % 2 :: 2] = cfa[k // 2 :: 2, k % 2 :: 2]
-        if c == "G":  # own sample, else the mean of the 4 direct neighbours
-            p = np.pad(plane, 1, mode="reflect")
-            v = (p[:-2, 1:-1] + p[2:, 1:-1]) + (p[1:-1, :-2] + p[1:-1, 2:])
-            v *= quarter
-            v += plane
-        else:  # separable [1/2, 1, 1/2]: own sample, 2 or 4 neighbours averaged
-            v = filters.separable(plane, np.array([half, 1, half], np.float32))
-        out[..., ci] = v
-    return out
+    return int(demosaic.OVERLAP[method])
 
 
 def _preset_values(preset: str) -> dict:
-    methods = demosaic_methods()
-    default = getattr(demosaic, "DEFAULT", "bilinear")
-    default = default if default in methods else next(iter(methods))
-    preview = getattr(demosaic, "PREVIEW", default)
-    preview = preview if preview in methods else default
+    default, preview = demosaic.DEFAULT, demosaic.PREVIEW
     if preset == "fast":
         return dict(demosaic=preview, defects=False, denoise=0.0, chroma_denoise=0.0, sharpen=0.0,
                     highlights="clip")
