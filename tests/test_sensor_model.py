@@ -80,7 +80,9 @@ def test_frame_id_and_seed_change_the_noise(descriptor):
     assert abs(a.mean() - b.mean()) < 0.5
 
 
-def test_lens_position_is_recorded_but_does_not_blur_yet(descriptor):
+def test_without_a_scene_distance_the_lens_position_is_recorded_but_nothing_blurs(descriptor):
+    # Defocus needs to know where the scene is (SensorModel(scene_distance_m=...), test_focus.py);
+    # without it every lens position renders the same, so existing captures stay bit-exact.
     m = SensorModel(descriptor, seed=1)
     a = m.render(256, 192, 10000, 1.0, frame_id=0, lens_position=0)
     b = m.render(256, 192, 10000, 1.0, frame_id=0, lens_position=700)
@@ -279,7 +281,9 @@ def test_bad_descriptor_is_rejected(descriptor, change):
 
 
 @pytest.mark.parametrize(
-    "scene", [np.zeros((8, 8, 3), np.float32), np.zeros((0, 8, 3), np.uint8), np.zeros((8, 8, 2), np.uint8)]
+    # float32 is linear light (magcam.sim.scenes); other float types are refused.
+    "scene", [np.zeros((8, 8, 3), np.float64), np.zeros((0, 8, 3), np.uint8), np.zeros((8, 8, 2), np.uint8),
+              np.full((8, 8, 3), np.nan, np.float32)]
 )
 def test_bad_scene_is_rejected(descriptor, scene):
     with pytest.raises(ValueError):

@@ -40,7 +40,8 @@ import numpy as np
 import magcam_fw
 from magcam_fw import scenario as scenario_mod
 
-from . import registry
+from . import registry, scenectl
+from .scenes import SCENES, named_scene
 from .sensor import SensorModel, load_scene
 
 FIRMWARE_PACKAGE_DIR = Path(magcam_fw.__file__).resolve().parent
@@ -183,7 +184,11 @@ class Simulator:
         descriptor: str | os.PathLike | None = None,
         flash: str | os.PathLike | None = None,
         heap: str = "512k",
+        focus_distance: float | None = None,
+        truth: dict | None = None,
     ):
+        # focus_distance: metres from the camera to the scene (a plane); None: no defocus blur.
+        # Change it while running with ``sim.sensor.scene_distance_m = ...``.
         # The sensor's physical truth is the factory descriptor; the module's own copy lives in
         # its flash, where calibration may rewrite it.
         self.descriptor_path = Path(descriptor) if descriptor else DEFAULT_DESCRIPTOR
@@ -195,12 +200,21 @@ class Simulator:
             except (OSError, ValueError) as e:
                 raise SimulatorError(f"{self.scenario_path}: {e}") from None
         scene_img = None
-        if scene:
+        # scene: an image file, a built-in name (colorchecker, flat, flat:LEVEL; magcam.sim.scenes)
+        # or an array. truth: the sensor's real colour matrix / vignetting (magcam.sim.truth).
+        if isinstance(scene, np.ndarray):
+            scene_img = scene
+        elif scene:
             try:
-                scene_img = load_scene(scene)
+                builtin = str(scene).split(":")[0] in SCENES and not Path(scene).exists()
+                scene_img = named_scene(str(scene)) if builtin else load_scene(scene)
             except ValueError as e:
                 raise SimulatorError(str(e)) from None
-        self.sensor = SensorModel(self.descriptor, scene_img, seed=seed)
+        try:
+            self.sensor = SensorModel(self.descriptor, scene_img, seed=seed, scene_distance_m=focus_distance,
+                                      truth=truth)
+        except ValueError as e:
+            raise SimulatorError(str(e)) from None
         self.seed = seed
         self.heap = heap
         self._flash_arg = Path(flash) if flash else None
@@ -240,6 +254,9 @@ class Simulator:
         self.serial_number = str(flash_descriptor.get("serial", "SIM"))
         self._registration = registry.register(self.port, self.serial_number,
                                                f"magcam simulator ({flash_descriptor.get('model', '?')})")
+        # Where `magcam calibrate focus` moves the scene ("place the target at D m").
+        self._scene_control = scenectl.Watcher(scenectl.control_path(os.getpid(), self.port))
+        self._scene_control.remove()  # a leftover of an earlier simulator on the same pty
         self._boot_firmware()
         for target in (self._pump_in, self._watch):
             t = threading.Thread(target=target, name=f"sim-{target.__name__}", daemon=True)
@@ -269,6 +286,9 @@ class Simulator:
         if getattr(self, "_registration", None):
             registry.unregister(self._registration)
             self._registration = None
+        if getattr(self, "_scene_control", None):
+            self._scene_control.remove()
+            self._scene_control = None
         with self._lock:
             if self._boot:
                 self._boot.proc.terminate()
@@ -351,6 +371,9 @@ class Simulator:
     # ---- virtual sensor ---------------------------------------------------------------
     def render(self, req: dict) -> np.ndarray:
         """The frame the virtual sensor produces for a firmware request (deterministic)."""
+        control = getattr(self, "_scene_control", None)
+        if control:
+            control.apply(self.sensor)  # the scene may have been moved (scenectl)
         return self.sensor.render(
             int(req["w"]), int(req["h"]), int(req["exposure_us"]), float(req["gain"]),
             int(req["frame_id"]), int(req.get("lens", 0)),

@@ -27,8 +27,10 @@ import cv2
 import numpy as np
 
 from magcam.frame import CFA_PATTERNS
+from magcam.optics import SIGMA_PER_DIAMETER, LensModel, gaussian_blur
 from magcam.pipeline import color
 from magcam.sim.chart import draw_chart
+from magcam.sim.truth import SensorTruth
 
 MIN_SIZE, MAX_SIZE = 16, 16384
 MAX_EXPOSURE_US = 60_000_000
@@ -122,10 +124,13 @@ class SensorModel:
 
     ``scene`` is an RGB (or grey) uint8/uint16 sRGB image, e.g. from :func:`load_scene`; it is
     centre-cropped to each requested aspect ratio. Without a scene the sensor photographs the
-    test chart of :mod:`magcam.sim.chart`, drawn at the capture size.
+    test chart of :mod:`magcam.sim.chart`, drawn at the capture size. A float32 scene is linear
+    light (:mod:`magcam.sim.scenes`: a ColorChecker, a flat field). ``truth`` gives the sensor a
+    colour matrix and vignetting of its own, unlike its descriptor's (:mod:`magcam.sim.truth`).
     """
 
-    def __init__(self, descriptor: dict, scene: np.ndarray | None = None, seed: int = 0):
+    def __init__(self, descriptor: dict, scene: np.ndarray | None = None, seed: int = 0,
+                 scene_distance_m: float | None = None, truth: dict | None = None):
         try:
             s = descriptor["sensor"]
             self.cfa = s["cfa"]
@@ -146,14 +151,26 @@ class SensorModel:
         self.descriptor = descriptor
         self.seed = int(seed)
         self.lens_position = 0
-        self._srgb_to_cam = color.linear_srgb_to_camera(descriptor)
+        # The sensor's true colour response and vignetting (magcam.sim.truth); default: the descriptor's.
+        self.truth = SensorTruth(truth)
+        self._srgb_to_cam = self.truth.srgb_to_camera(descriptor)
         self._scene = None if scene is None else self._check_scene(scene)
         self._mosaics: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        # Optics: the scene is a plane at scene_distance_m (None: everything in focus, as before).
+        try:
+            self.lens: LensModel | None = LensModel.from_descriptor(descriptor)
+        except ValueError as e:
+            self.lens, self._lens_error = None, str(e)  # fine until a scene distance is set
+        self.scene_distance_m = scene_distance_m
+        self._defocused: OrderedDict[tuple, np.ndarray] = OrderedDict()
 
     @staticmethod
     def _check_scene(scene) -> np.ndarray:
-        if not isinstance(scene, np.ndarray) or scene.dtype not in (np.uint8, np.uint16):
-            raise ValueError("scene must be a uint8 or uint16 numpy array")
+        if isinstance(scene, np.ndarray) and scene.dtype == np.float32:  # linear light (sim.scenes)
+            if scene.size == 0 or not np.all(np.isfinite(scene)):
+                raise ValueError("a float32 scene must be non-empty and finite")
+        elif not isinstance(scene, np.ndarray) or scene.dtype not in (np.uint8, np.uint16):
+            raise ValueError("scene must be a uint8 or uint16 sRGB or float32 linear numpy array")
         if scene.size == 0:
             raise ValueError("scene has no pixels")
         rgb = _to_rgb(scene, source="scene", bgr=False)
@@ -171,7 +188,7 @@ class SensorModel:
             scene = draw_chart(width, height)
         else:
             scene = _crop_resize(self._scene, width, height)
-        lut = _srgb_lut(256 if scene.dtype == np.uint8 else 65536)
+        lut = None if scene.dtype == np.float32 else _srgb_lut(256 if scene.dtype == np.uint8 else 65536)
         mosaic = np.empty((height, width), np.float32)
         # Each site needs only its own channel of the camera RGB, so only that row of the
         # matrix is applied, folded into the sRGB lookup table.
@@ -179,18 +196,71 @@ class SensorModel:
             dy, dx = divmod(i, 2)
             weights = self._srgb_to_cam["RGB".index(name)]
             site = scene[dy::2, dx::2]
-            acc = (weights[0] * lut).astype(np.float32)[site[..., 0]]
-            acc += (weights[1] * lut).astype(np.float32)[site[..., 1]]
-            acc += (weights[2] * lut).astype(np.float32)[site[..., 2]]
+            if lut is None:  # linear float scene: may hold colours outside sRGB (negative values)
+                acc = site @ weights.astype(np.float32)
+            else:
+                acc = (weights[0] * lut).astype(np.float32)[site[..., 0]]
+                acc += (weights[1] * lut).astype(np.float32)[site[..., 1]]
+                acc += (weights[2] * lut).astype(np.float32)[site[..., 2]]
             # Saturated sRGB colours can map outside the camera gamut; no sensor sees negative light.
             np.maximum(acc, 0.0, out=acc)
             mosaic[dy::2, dx::2] = acc
 
+        self.truth.vignette(mosaic, self.cfa)
         self._mosaics[key] = mosaic
         total = sum(m.size for m in self._mosaics.values())
         while total > _CACHE_PIXELS and len(self._mosaics) > 1:
             total -= self._mosaics.popitem(last=False)[1].size
         return mosaic
+
+    @property
+    def scene_distance_m(self) -> float | None:
+        return self._scene_distance_m
+
+    @scene_distance_m.setter
+    def scene_distance_m(self, metres: float | None) -> None:
+        """Move the scene (a plane facing the camera); None: no defocus at all."""
+        if metres is not None:
+            metres = _check_real("scene_distance_m", metres)
+            if self.lens is None:
+                raise ValueError(self._lens_error)
+            if not metres * 1000 > self.lens.focal_mm:
+                raise ValueError(f"scene_distance_m must be beyond the focal length, got {metres}")
+        self._scene_distance_m = metres
+
+    def blur_sigma_px(self, width: int, lens_position: int) -> float:
+        """Gaussian sigma (pixels of a ``width``-wide frame) of the defocus PSF; 0 in focus."""
+        if self._scene_distance_m is None:
+            return 0.0
+        return SIGMA_PER_DIAMETER * self.lens.blur_px(lens_position, self._scene_distance_m, width)
+
+    def _defocus(self, mosaic: np.ndarray, lens_position: int) -> np.ndarray:
+        """The noise-free mosaic seen through the lens at ``lens_position``.
+
+        Each CFA colour plane (the scene's colour channel sampled every 2 pixels) is convolved
+        with the thin-lens blur circle's PSF, a Gaussian of sigma = diameter / 4 scaled to the
+        plane's 2-pixel pitch: optics blur the light before the sensor samples it and adds noise.
+        Results are cached per (source mosaic, blur sigma): a live view at rest re-renders
+        nothing.
+        """
+        height, width = mosaic.shape
+        sigma = self.blur_sigma_px(width, lens_position)
+        if sigma <= 0:
+            return mosaic
+        # The entry holds the source mosaic too, so its id cannot be reused while cached.
+        key = (id(mosaic), round(sigma, 6))
+        if key in self._defocused:
+            self._defocused.move_to_end(key)
+            return self._defocused[key][1]
+        out = np.empty_like(mosaic)
+        for dy in (0, 1):
+            for dx in (0, 1):
+                out[dy::2, dx::2] = gaussian_blur(np.ascontiguousarray(mosaic[dy::2, dx::2]), sigma / 2)
+        self._defocused[key] = (mosaic, out)
+        total = sum(m.size for _, m in self._defocused.values())
+        while total > _CACHE_PIXELS // 4 and len(self._defocused) > 1:
+            total -= self._defocused.popitem(last=False)[1][1].size
+        return out
 
     def render(
         self,
@@ -210,8 +280,8 @@ class SensorModel:
         not modelled separately, only the ADC clip. The noise comes from
         ``np.random.default_rng([seed, frame_id])``, so a frame can be re-rendered bit-exactly.
 
-        ``lens_position`` is validated and recorded in ``self.lens_position`` but does not
-        blur the image yet; defocus comes with a later change.
+        ``lens_position`` is recorded in ``self.lens_position``; with a ``scene_distance_m``
+        the scene is blurred by the lens's defocus there (see :meth:`_defocus`).
         """
         for name, v in (("width", width), ("height", height)):
             _check_int(name, v, MIN_SIZE, MAX_SIZE)
@@ -227,7 +297,7 @@ class SensorModel:
         _check_int("lens_position", lens_position)
         self.lens_position = int(lens_position)
 
-        mosaic = self._camera_mosaic(width, height)
+        mosaic = self._defocus(self._camera_mosaic(width, height), lens_position)
         e_per_unit = np.float32(REF_FILL * self.full_well_e * exposure_us / REF_EXPOSURE_US)
         read_var = np.float32(self.read_noise_e**2)
         dn_per_e = np.float32(analog_gain * (self.white_level - self.black_level) / self.full_well_e)
