@@ -129,6 +129,13 @@ class Camera:
         """Drive the lens actuator; returns the position reached (clamped at the end-stops)."""
         return self._link.command(P.CMD_SET_LENS, {"position": int(position)})["value"]
 
+    def autofocus(self, **kw):
+        """Host-driven contrast AF; leaves the lens at the sharpest position. Returns an
+        :class:`~magcam.autofocus.AfResult`; keywords as :func:`magcam.autofocus.autofocus`."""
+        from .autofocus import autofocus
+
+        return autofocus(self, **kw)
+
     def capture_raw(self, width: int | None = None, height: int | None = None, *, exposure_us: int = 10000,
                     analog_gain: float = 1.0, timeout: float | None = None) -> RawFrame:
         """Capture one RAW frame; raises FrameError if it arrives damaged or is aborted."""

@@ -104,6 +104,7 @@ class Dashboard:
         self.encoder: dict | None = None
         self._encoder_seen_at = 0.0
         self.attach: dict | None = None
+        self.focus: dict | None = None  # the latest focus-meter event (monitor --focus)
         self.power: dict | None = None
         self.thermal: dict | None = None
         self.last_event_t: int | None = None  # device time of the latest timestamped event
@@ -169,6 +170,8 @@ class Dashboard:
             self._on_frame(event, now)
         elif kind == "link":
             self._on_link(event, now)
+        elif kind == "focus":
+            self.focus = event
 
     def feed(self, events: Iterable[dict], now: float | None = None) -> None:
         for ev in events:
@@ -426,6 +429,12 @@ class DashboardView:
         if enc and enc.get("at_max"):
             stops.append("at MAX")
         t.add_row("end-stop", _DASH if enc is None else (", ".join(stops) or "free"))
+        if d.focus is not None:  # the focus meter: this frame's sharpness against the best seen
+            f = d.focus
+            bar_w = max(min(col_width - 24, 40), 8)
+            t.add_row("focus", f"{lens_bar(min(max(f['relative'], 0.0), 1.0), bar_w, ascii_only)} "
+                               f"{f['relative'] * 100:3.0f}%")
+            t.add_row("", f"{f['measure']:.3g} (best {f['peak']:.3g} @ {f['peak_lens']})")
         return self._panel(t, "Focus")
 
     def _power(self):
@@ -530,8 +539,8 @@ class DashboardView:
 # ---- driving it from a camera -------------------------------------------------------------
 
 def run_dashboard(cam, *, duration: float | None = None, console=None,
-                  refresh_per_second: float = REFRESH_PER_SECOND, clock: Callable[[], float] = time.monotonic
-                  ) -> Dashboard:
+                  refresh_per_second: float = REFRESH_PER_SECOND, clock: Callable[[], float] = time.monotonic,
+                  focus_meter=None) -> Dashboard:
     """Show the dashboard of ``cam`` (an open Camera) until ``duration`` seconds have passed or
     the link closes (the caller checks ``cam.link.closed``). Events are taken as they come;
     the screen is redrawn ``refresh_per_second`` times per second, in this thread (so the state
@@ -560,5 +569,9 @@ def run_dashboard(cam, *, duration: float | None = None, console=None,
                     break
                 continue
             dash.update(ev)
+            if focus_meter is not None and ev.get("type") == "frame" and ev.get("ok"):
+                focus_ev = focus_meter.take(cam, ev)  # a magcam.focus_assist.FocusMeter
+                if focus_ev:
+                    dash.update(focus_ev)
         dash.tick(stats=cam.link.stats())  # Live draws the last frame as it stops
     return dash
