@@ -42,3 +42,13 @@ def test_isp_benchmark_runs_every_engine_on_a_small_dng():
     assert [r["engine"] for r in rows] == ["magcam", "linear", "ahd", "aahd"]
     assert all(r["cpsnr_db"] > 25 and r["seconds"] > 0 and r["rss_mb"] > 0 for r in rows)
     assert next(r for r in rows if r["engine"] == "ahd")["vs_ahd"] == 1.0
+
+
+def test_merge_benchmark_runs_and_gains_on_a_small_burst():
+    out = subprocess.run([sys.executable, str(REPO / "tools/bench/merge.py"), "--quick", "--iso", "1600", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["frames_n"] == 4 and report["merge_s"] > 0 and report["rss_mb"] > 0
+    assert report["psnr_gain_db"] > 1.0 and report["align_error_px"] < 0.5
+    assert report["object_psnr_merged_db"] > report["object_psnr_single_db"]  # the moving square left no ghost
