@@ -20,6 +20,10 @@ Where the metadata lives:
   ``json.loads(tifffile.TiffFile(path).pages[0].description)["magcam"]`` or
   ``exiftool -ImageDescription``.
 
+A descriptor with ``lens_shading`` (``magcam calibrate shading``) adds an OpcodeList2 of four
+GainMap opcodes, one per CFA site: raw samples are stored as the sensor gave them, and DNG
+readers that apply opcodes (and ``magcam process``) correct the shading.
+
 Sample values above ``white_level`` are written as they are (hot pixels, overshoot); DNG
 readers treat anything at or above WhiteLevel as clipped. LibRaw and dcraw refuse images under
 22 pixels a side, so tiny test frames are valid DNGs they will not open.
@@ -35,6 +39,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
@@ -48,7 +53,7 @@ from magcam.frame import CFA_PATTERNS, RawFrame
 from magcam.pipeline import color
 
 # TIFF field types (tifffile DATATYPE codes), for extra_tags.
-BYTE, ASCII, SHORT, LONG, RATIONAL, SRATIONAL = 1, 2, 3, 4, 5, 10
+BYTE, ASCII, SHORT, LONG, RATIONAL, SRATIONAL, UNDEFINED, DOUBLE = 1, 2, 3, 4, 5, 10, 7, 12
 
 # CFAPattern colour codes (TIFF/EP): 0 = red, 1 = green, 2 = blue.
 _CFA_CODES = {"R": 0, "G": 1, "B": 2}
@@ -80,13 +85,16 @@ def write_dng(
     path = Path(path)
     _check_frame(frame)
     tags = {tag[0]: tag for tag in _dng_tags(frame, descriptor, software)}
+    opcodes = gain_map_opcodes(frame, descriptor)
+    if opcodes:
+        tags[51009] = (51009, UNDEFINED, len(opcodes), opcodes)  # OpcodeList2: lens shading
     for tag in extra_tags or ():
         if len(tag) != 4:
             raise ValueError(f"extra tag {tag!r} must be (code, dtype, count, value)")
         if tag[0] in _RESERVED_TAGS:
             raise ValueError(f"tag {tag[0]} is set by the writer from the image and cannot be overridden")
         tags[tag[0]] = tuple(tag)
-    _check_ascii(tags)
+    _check_values(tags)
 
     # Encode in memory: tifffile needs a named file, and atomic_write hands out a bare fd.
     buffer = io.BytesIO()
@@ -173,6 +181,7 @@ def _dng_tags(frame: RawFrame, descriptor: dict, software: str) -> list[tuple]:
         (33437, RATIONAL, 1, lens_f),  # FNumber
         (34855, SHORT, 1, iso),  # ISOSpeedRatings
         (36867, ASCII, 0, now),  # DateTimeOriginal
+        *_subject_distance(descriptor, frame.lens_position),  # SubjectDistance, once focus is calibrated
         (37386, RATIONAL, 1, lens_focal),  # FocalLength
         (42036, ASCII, 0, f"{focal_mm:g}mm F{f_number:g}"),  # LensModel
         (50706, BYTE, 4, bytes((1, 4, 0, 0))),  # DNGVersion
@@ -188,7 +197,62 @@ def _dng_tags(frame: RawFrame, descriptor: dict, software: str) -> list[tuple]:
         (50735, ASCII, 0, serial),  # CameraSerialNumber
         (50736, RATIONAL, 4, lens_focal + lens_focal + lens_f + lens_f),  # LensInfo: a prime lens
         (50778, SHORT, 1, color.ILLUMINANT_CODES[illuminant]),  # CalibrationIlluminant1
-    ]
+    ] + _noise_profile(descriptor, frame.analog_gain)
+
+
+def _noise_profile(descriptor: dict, analog_gain: float) -> list[tuple]:
+    """DNG NoiseProfile (variance = S x + O, x the signal scaled 0..1 from black to white, the
+    same for every plane) from the sensor's full well and read noise at this gain, so readers
+    (``magcam merge``, Adobe's raw denoise) need not measure it. None without those figures.
+
+    DN per electron is ``gain (white - black) / full_well``, so in units of the 0..1 range a
+    signal x holds ``x full_well / gain`` electrons: S = gain / full_well, O = (read_noise S)^2."""
+    s = descriptor.get("sensor") or {}
+    try:
+        full_well, read_noise, gain = float(s["full_well_e"]), float(s["read_noise_e"]), float(analog_gain)
+    except (KeyError, TypeError, ValueError):
+        return []
+    if not (full_well > 0 and read_noise >= 0 and gain > 0):
+        return []
+    scale = gain / full_well
+    return [(51041, DOUBLE, 2, (scale, (read_noise * scale) ** 2))]  # NoiseProfile
+
+
+def _subject_distance(descriptor: dict, lens_position: int) -> list[tuple]:
+    """EXIF SubjectDistance (metres) from the descriptor's lens.focus_table; none without one.
+    EXIF writes infinity as 0xFFFFFFFF/1."""
+    from magcam.optics import subject_distance_m
+
+    d = subject_distance_m(descriptor, lens_position)
+    if d is None:
+        return []
+    return [(37382, RATIONAL, 1, (0xFFFFFFFF, 1) if d == float("inf") or d > 4e5 else _rational(d))]
+
+
+def gain_map_opcodes(frame: RawFrame, descriptor: dict) -> bytes | None:
+    """The descriptor's ``lens_shading.grids`` as a DNG OpcodeList2 of four GainMap opcodes
+    (one per CFA site, RowPitch = ColPitch = 2, the grid spanning the frame), as Adobe's
+    converter writes them for Bayer data; None when the descriptor has no lens shading."""
+    shading = descriptor.get("lens_shading")
+    if shading is None:
+        return None
+    grids = np.asarray(shading.get("grids") if isinstance(shading, dict) else shading, dtype=np.float64)
+    if grids.ndim == 4:
+        grids = grids.reshape(4, *grids.shape[2:])
+    if grids.ndim != 3 or grids.shape[0] != 4 or min(grids.shape[1:]) < 2:
+        raise ValueError(f"descriptor lens_shading.grids must be 4 grids of at least 2x2 gains, got shape {grids.shape}")
+    if not np.all(np.isfinite(grids)) or np.any(grids <= 0):
+        raise ValueError("descriptor lens_shading.grids must hold positive gains")
+    _, gh, gw = grids.shape
+    out = [struct.pack(">I", 4)]
+    for s in range(4):
+        dy, dx = divmod(s, 2)
+        params = struct.pack(">10I4dI", dy, dx, frame.height, frame.width, 0, 1, 2, 2, gh, gw,
+                             1.0 / (gh - 1), 1.0 / (gw - 1), 0.0, 0.0, 1)
+        params += grids[s].astype(">f4").tobytes()
+        # GainMap (ID 9), DNG 1.3; flags 1: optional, a reader without GainMap support may skip it.
+        out.append(struct.pack(">4I", 9, 0x01030000, 1, len(params)) + params)
+    return b"".join(out)
 
 
 def _rational(value: float) -> tuple[int, int]:
@@ -200,8 +264,27 @@ def _rationals(values) -> tuple[int, ...]:
     return tuple(n for v in values for n in _rational(float(v)))
 
 
-def _check_ascii(tags: dict) -> None:
-    # tifffile would fail half-way through the write; fail before the temp file exists.
+# Value range of each numeric TIFF field type (for RATIONAL / SRATIONAL: of each numerator and
+# denominator).
+_RANGES = {BYTE: (0, 0xFF), SHORT: (0, 0xFFFF), LONG: (0, 0xFFFFFFFF), RATIONAL: (0, 0xFFFFFFFF),
+           SRATIONAL: (-0x80000000, 0x7FFFFFFF)}
+
+
+def _check_values(tags: dict) -> None:
+    """Refuse a tag whose value its field type cannot hold (non-ASCII text, a negative or
+    huge rational from a corrupt input...): tifffile would fail half-way through the write, so
+    fail before the temporary file exists, with the tag named."""
     for code, dtype, _, value in tags.values():
-        if dtype == ASCII and (not isinstance(value, str) or not value.isascii()):
-            raise ValueError(f"tag {code} must be a 7-bit ASCII string, got {value!r}")
+        if dtype == ASCII:
+            if not isinstance(value, str) or not value.isascii():
+                raise ValueError(f"tag {code} must be a 7-bit ASCII string, got {value!r}")
+            continue
+        if dtype not in _RANGES or isinstance(value, (bytes, bytearray)):
+            continue
+        lo, hi = _RANGES[dtype]
+        values = value if isinstance(value, (tuple, list, np.ndarray)) else (value,)
+        for v in values:
+            if not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+                raise ValueError(f"tag {code}: value {v!r} does not fit its TIFF type (range {lo}..{hi})")
+        if dtype in (RATIONAL, SRATIONAL) and any(d == 0 for d in values[1::2]):
+            raise ValueError(f"tag {code}: a rational with denominator 0")

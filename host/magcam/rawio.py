@@ -321,9 +321,10 @@ def _read_tiff_dng(path: Path, size: int) -> RawImage | None:
 
         frame = RawFrame(data=data, frame_id=0, cfa=pattern, bits=bits if bits == 8 else 16,
                          black_level=int(round(float(black.mean()))), white_level=int(white),
-                         exposure_us=max(1, int(round((_first(tag(33434)) or 0.01) * 1e6))))
+                         exposure_us=max(1, int(round((_first(tag(33434)) or 0.01) * 1e6))),
+                         analog_gain=_gain_from_iso(_first(tag(34855))))
         meta = {
-            "make": tag(271), "model": tag(272), "exposure_time": _first(tag(33434)),
+            "make": tag(271), "model": tag(272), "serial": tag(50735), "exposure_time": _first(tag(33434)),
             "f_number": _first(tag(33437)), "iso": _first(tag(34855)), "focal_length": _first(tag(37386)),
             "datetime": tag(36867) or tag(306), "lens": tag(42036),
         }
@@ -484,6 +485,7 @@ def _read_rawpy(path: Path, size: int, tiff: bool = False) -> RawImage:
                 if rgb_cam is not None and abs(np.linalg.det(rgb_cam)) > 1e-6:
                     matrix = np.linalg.inv(color.SRGB_TO_XYZ @ rgb_cam)
             flip = int(sizes.flip)
+            shot = raw.other  # LibRaw's shooting info: shutter in seconds, ISO, aperture, focal length
         except PipelineError:
             raise
         except (rawpy.LibRawError, ValueError, NotImplementedError) as e:
@@ -493,11 +495,27 @@ def _read_rawpy(path: Path, size: int, tiff: bool = False) -> RawImage:
     if np.any(black >= white):
         raise PipelineError(f"{name}: black level {black.ravel().tolist()} is not below the white level {white:g}")
     bits = max(1, min(16, int(math.ceil(math.log2(white + 1)))))
+    exposure = float(shot.shutter_speed) if shot.shutter_speed > 0 else None
+    iso = float(shot.iso_speed) if shot.iso_speed > 0 else None
     frame = RawFrame(data=data, frame_id=0, cfa=pattern, bits=bits, black_level=int(round(float(black.mean()))),
-                     white_level=int(white))
+                     white_level=int(white), exposure_us=max(1, int(round((exposure or 0.01) * 1e6))),
+                     analog_gain=_gain_from_iso(iso))
+    meta = {"exposure_time": exposure, "iso": iso, "f_number": float(shot.aperture) if shot.aperture > 0 else None,
+            "focal_length": float(shot.focal_length) if shot.focal_length > 0 else None,
+            "datetime": shot.timestamp.strftime("%Y:%m:%d %H:%M:%S") if shot.timestamp else None}
     return RawImage(frame=frame, black=black, white=white, xyz_to_camera=matrix, illuminant="D65",
                     matrices=[(matrix, "D65")] if matrix is not None else [], neutral=neutral,
-                    orientation={0: 1, 3: 3, 5: 8, 6: 6}.get(flip, 1), source=name)
+                    orientation={0: 1, 3: 3, 5: 8, 6: 6}.get(flip, 1), source=name,
+                    meta={k: v for k, v in meta.items() if v is not None})
+
+
+def _gain_from_iso(iso) -> float:
+    """Analog gain relative to ISO 100 (our DNGs write ISO = 100 x gain); 1.0 when unknown."""
+    try:
+        iso = float(iso)
+    except (TypeError, ValueError):
+        return 1.0
+    return iso / 100 if math.isfinite(iso) and iso > 0 else 1.0
 
 
 def _measure_rgb_cam(raw) -> np.ndarray | None:
