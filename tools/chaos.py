@@ -55,7 +55,6 @@ TICK_MS = 10  # the firmware's control tick (app._TICK_MS)
 # to a pipe the relay drains (the host and two simulator processes share the CPUs). Measured
 # worst on a 2-CPU CI box while streaming 320x240 at 20 fps: see docs/reliability.md.
 LATENCY_SLACK_MS = 5
-BAD_FILES_ROW = "pending (the commands come with the computational-photography issue)"
 
 
 # ============================================================================ fuzzing
@@ -500,33 +499,67 @@ def faults(kinds=None, repeat: int = 1, log=None) -> dict:
 # ============================================================================ bad files
 
 
-def bad_files(n: int, seed: int = 7, *, workdir: str | os.PathLike | None = None) -> dict:
+def bad_files(n: int, seed: int = 7, *, workdir: str | os.PathLike | None = None,
+              tools=("process", "hdr", "merge")) -> dict:
     """``n`` corrupted copies of a valid DNG (truncated, bytes flipped in the header and tag area,
-    or in the samples) through ``magcam process``'s library path. Each must be refused with a
-    PipelineError (leaving no output) or processed into a readable image; anything else is a
-    crash. (hdr and merge join when they exist.)"""
+    or in the samples, or empty), each given to every tool in ``tools``: ``magcam process``'s
+    library path alone, ``hdr`` as one exposure of a bracket beside a good frame, ``merge`` as one
+    frame of a burst beside a good frame. Each run must be refused with a PipelineError (leaving
+    no output) or produce readable output; anything else is a crash. Returns the counts per tool
+    and over all of them."""
     import json as _json
     import random
     import tempfile
 
     import cv2
 
+    from magcam import burst, hdr
     from magcam.dng import write_dng
     from magcam.frame import RawFrame
     from magcam.pipeline.errors import PipelineError
     from magcam.process import process_file
     from magcam.sim.sensor import SensorModel
 
+    def run_process(src, out):
+        process_file(src, out / "out.png", preset="fast")
+        return [out / "out.png"]
+
+    def run_hdr(src, out):
+        r = hdr.merge_files([src, bright], out / "hdr.dng")
+        return [Path(r["dng"]), Path(r["jpeg"])]
+
+    def run_merge(src, out):
+        burst.merge_files([good, src], out / "merged.dng")
+        return [out / "merged.dng"]
+
+    runners = {"process": run_process, "hdr": run_hdr, "merge": run_merge}
+    unknown = set(tools) - set(runners)
+    if unknown:
+        raise ValueError(f"unknown tools {sorted(unknown)}; expected some of {sorted(runners)}")
+
+    def readable(path: Path) -> bool:
+        if path.suffix == ".dng":
+            from magcam import rawio
+            try:
+                rawio.read(path)
+            except PipelineError:
+                return False
+            return True
+        return cv2.imread(str(path), cv2.IMREAD_UNCHANGED) is not None
+
     rng = random.Random(seed)
     t0 = time.monotonic()
-    counts = {"tried": 0, "refused": 0, "processed": 0, "crashes": 0, "partial_outputs": 0}
+    per_tool = {t: {"tried": 0, "refused": 0, "processed": 0, "crashes": 0, "partial_outputs": 0, "seconds": 0.0}
+                for t in tools}
     examples = []
     with tempfile.TemporaryDirectory(prefix="magcam-badfiles-", dir=workdir) as tmp:
         tmp = Path(tmp)
         descriptor = _json.loads((REPO / "firmware/magcam_fw/descriptor.json").read_text())
-        good = tmp / "good.dng"
-        write_dng(good, RawFrame(data=SensorModel(descriptor).render(96, 64, 10000, 1.0, 1), frame_id=1,
-                                 black_level=256, white_level=4095), descriptor)
+        sensor = SensorModel(descriptor)
+        good, bright = tmp / "good.dng", tmp / "bright.dng"
+        for path, exposure_us in ((good, 10000), (bright, 40000)):  # a -2 EV / 0 EV bracket of one scene
+            write_dng(path, RawFrame(data=sensor.render(96, 64, exposure_us, 1.0, 1), frame_id=1, black_level=256,
+                                     white_level=4095, exposure_us=exposure_us), descriptor)
         original = good.read_bytes()
         for i in range(n):
             data = bytearray(original)
@@ -541,26 +574,36 @@ def bad_files(n: int, seed: int = 7, *, workdir: str | os.PathLike | None = None
                     data[rng.randrange(0, len(data))] = rng.randrange(256)
             else:
                 data = bytearray()
-            src, dst = tmp / f"bad{i}.dng", tmp / f"bad{i}.png"
+            src = tmp / f"bad{i}.dng"
             src.write_bytes(bytes(data))
-            counts["tried"] += 1
-            try:
-                process_file(src, dst, preset="fast")
-            except PipelineError:
-                counts["refused"] += 1
-                counts["partial_outputs"] += dst.exists()
-            except Exception as e:  # noqa: BLE001 - counting exactly these is the point
-                counts["crashes"] += 1
-                if len(examples) < 5:
-                    examples.append(f"{kind} #{i}: {type(e).__name__}: {e}")
-            else:
-                ok = dst.exists() and cv2.imread(str(dst), cv2.IMREAD_UNCHANGED) is not None
-                counts["processed" if ok else "crashes"] += 1
+            for name in tools:
+                out = tmp / f"out-{name}-{i}"
+                out.mkdir()
+                counts = per_tool[name]
+                counts["tried"] += 1
+                t1 = time.monotonic()
+                try:
+                    outputs = runners[name](src, out)
+                except PipelineError:
+                    counts["refused"] += 1
+                    counts["partial_outputs"] += sum(1 for _ in out.iterdir())  # not even a temporary file
+                except Exception as e:  # noqa: BLE001 - counting exactly these is the point
+                    counts["crashes"] += 1
+                    if len(examples) < 5:
+                        examples.append(f"{name}, {kind} #{i}: {type(e).__name__}: {e}")
+                else:
+                    ok = all(p.exists() and readable(p) for p in outputs)
+                    counts["processed" if ok else "crashes"] += 1
+                    if not ok and len(examples) < 5:
+                        examples.append(f"{name}, {kind} #{i}: output missing or unreadable")
+                counts["seconds"] += time.monotonic() - t1
+                shutil.rmtree(out)
             src.unlink()
-            dst.unlink(missing_ok=True)
-    counts.update(seconds=time.monotonic() - t0, crash_examples=examples,
-                  ok=counts["crashes"] == 0 and counts["partial_outputs"] == 0)
-    return counts
+    totals = {k: sum(c[k] for c in per_tool.values()) for k in ("tried", "refused", "processed", "crashes",
+                                                               "partial_outputs")}
+    totals.update(tools=per_tool, files=n, seconds=time.monotonic() - t0, crash_examples=examples,
+                  ok=totals["crashes"] == 0 and totals["partial_outputs"] == 0)
+    return totals
 
 
 # ============================================================================ report
@@ -581,7 +624,7 @@ def report(large: bool = False, only=None, seed: int = 1, log=None) -> dict:
         out["faults"] = faults(repeat=5 if large else 1, log=log)
     if "bad_files" in only:
         if log:
-            log(f"processing {size['bad_files']} corrupted DNGs ...")
+            log(f"{size['bad_files']} corrupted DNGs through process, hdr and merge ...")
         out["bad_files"] = bad_files(size["bad_files"], seed)
     return out
 
@@ -644,10 +687,10 @@ def table(r: dict) -> str:
                      f"{fl.get('frames_aborted', 0)} / {fl['problems']}  ({fl['seconds']:.0f} s)"))
     b = r.get("bad_files")
     if isinstance(b, dict):
-        rows.append(("bad files", "process: tried / refused / processed / crashes",
-                     f"{b['tried']} / {b['refused']} / {b['processed']} / {b['crashes']}  "
-                     f"(partial outputs {b['partial_outputs']}, {b['seconds']:.0f} s)"))
-    rows.append(("bad files", "hdr / merge", BAD_FILES_ROW))
+        for name, c in b["tools"].items():
+            rows.append(("bad files", f"{name}: tried / refused / processed / crashes",
+                         f"{c['tried']} / {c['refused']} / {c['processed']} / {c['crashes']}  "
+                         f"(partial outputs {c['partial_outputs']}, {c['seconds']:.0f} s)"))
     rows.append(("all", "verdict", "PASS" if _ok(r) else "FAIL"))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = []
