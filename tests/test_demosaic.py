@@ -18,9 +18,10 @@ from magcam.pipeline import demosaic_rias
 
 METHODS = sorted(dm.METHODS)
 
-# Mean CPSNR over the three images of each set below, measured: rias 39.33 / 33.30, fast
-# 33.06 / 31.55, bilinear 27.04 / 30.54 (LibRaw AHD on the same images: 35.16 / 32.30).
-HQ_FLOOR = {"kodak": 39.0, "mcmaster": 33.0}
+# Mean CPSNR over the three images of each set below, measured: rias 39.28 / 34.08 (before
+# stage 1b: 39.33 / 33.30, which the McMaster floor rejects), fast 33.06 / 31.55, bilinear
+# 27.04 / 30.54 (LibRaw AHD on the same images: 35.16 / 32.30).
+HQ_FLOOR = {"kodak": 39.1, "mcmaster": 33.9}
 KODAK = ["kodak24/kodim01.png", "kodak24/kodim05.png", "kodak24/kodim19.png"]
 MCMASTER = ["mcmaster18/1.tif", "mcmaster18/5.tif", "mcmaster18/9.tif"]
 
@@ -126,7 +127,7 @@ def test_values_outside_unit_range_keep_their_scale(method, kodim05):
     back = (shifted + 0.2) / 3.0
     if method in ("bilinear", "fast"):  # linear: exactly
         np.testing.assert_allclose(back, base, atol=1e-5)
-    else:  # rias' variance floors are absolute (mosaic units), so only nearly: ~41 dB measured
+    else:  # rias' variance floors are absolute (mosaic units), so only nearly: 65.6 dB measured
         assert abs(float(back.mean() - base.mean())) < 1e-3
         assert 10 * np.log10(1.0 / np.mean((back - base) ** 2)) > 38.0
 
