@@ -93,6 +93,12 @@ def child(engine: str, dng: str, mode: str, out: str) -> None:
     if mode == "quality":
         np.save(out, img)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:  # ru_maxrss of a spawned child also counts the parent's RSS at the spawn (Linux's exec
+        # keeps the old mm's high-water mark), and the parent holds the truth image; VmHWM is ours
+        with open("/proc/self/status") as f:
+            rss_mb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        pass
     print(json.dumps({"engine": engine, "mode": mode, "seconds": seconds, "rss_mb": rss_mb,
                       "shape": list(img.shape)}))
 
