@@ -393,6 +393,17 @@ def test_descriptor_that_is_not_an_object_is_named():
         dev.close()
 
 
+def test_descriptor_nested_too_deep_is_named_and_does_not_kill_the_reader():
+    # json.loads raises RecursionError, not ValueError, on 2000 nested lists: the reader thread
+    # must survive it and the user must learn what is wrong, within the timeout.
+    dev = _device(descriptor="[" * 2000 + "]" * 2000)
+    try:
+        with Within(1.0 + 1.0), pytest.raises(LinkError, match="descriptor is not valid JSON"):
+            magcam.connect(dev.port, connect_timeout=1)
+    finally:
+        dev.close()
+
+
 # ---------------------------------------------------------------------- floods and stray replies
 
 
