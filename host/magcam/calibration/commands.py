@@ -37,6 +37,23 @@ def _load_descriptor(path: Path | None) -> dict:
     return d
 
 
+def _finish(out: Reporter, res, new: dict, out_path: Path | None, stored: str | None) -> dict:
+    """Warnings, the descriptor file if asked for (exit 1 if it cannot be written), and the
+    summary every calibrate command reports: the fit's figures and where the result went."""
+    for note in res.warnings:
+        out.info(f"warning: {note}")
+    if out_path is not None:
+        try:
+            _write_json(out_path, new)
+        except OSError as e:
+            out.error(f"cannot write {out_path}: {e.strerror or e}")
+            sys.exit(1)
+    summary = res.summary()
+    summary["stored_on"] = stored
+    summary["descriptor_file"] = None if out_path is None else str(out_path)
+    return summary
+
+
 def _write_json(path: Path, obj: dict) -> None:
     from magcam.atomic import write_bytes_atomic
 
@@ -142,17 +159,7 @@ def color_cmd(port, from_file, corners, descriptor_path, out_path, size, exposur
     except (PipelineError, LinkError, OSError, ValueError) as e:
         out.error(str(e))
         sys.exit(1)
-    for note in res.warnings:
-        out.info(f"warning: {note}")
-    if out_path is not None:
-        try:
-            _write_json(out_path, new)
-        except OSError as e:
-            out.error(f"cannot write {out_path}: {e.strerror or e}")
-            sys.exit(1)
-    summary = res.summary()
-    summary["stored_on"] = stored
-    summary["descriptor_file"] = None if out_path is None else str(out_path)
+    summary = _finish(out, res, new, out_path, stored)
     if json_mode:
         out.result(summary)
         return
@@ -255,19 +262,9 @@ def shading_cmd(port, frames, dark, dark_frames, cover, flat_files, descriptor_p
     except (PipelineError, LinkError, OSError, ValueError) as e:
         out.error(str(e))
         sys.exit(1)
-    for note in res.warnings:
-        out.info(f"warning: {note}")
-    if out_path is not None:
-        try:
-            _write_json(out_path, new)
-        except OSError as e:
-            out.error(f"cannot write {out_path}: {e.strerror or e}")
-            sys.exit(1)
-    summary = res.summary()
+    summary = _finish(out, res, new, out_path, stored)
     summary.update(verify or {})
     summary["descriptor_bytes"] = shading.descriptor_bytes(new)
-    summary["stored_on"] = stored
-    summary["descriptor_file"] = None if out_path is None else str(out_path)
     if json_mode:
         out.result(summary)
         return
