@@ -37,7 +37,25 @@ def test_capture_burst_example(sim, tmp_path):
 def test_bracket_example(sim, tmp_path):
     out = run("bracket_hdr.py", "--out", "h", cwd=tmp_path)
     assert "2500 us" in out and "10000 us" in out and "40000 us" in out
-    assert len(list((tmp_path / "h").iterdir())) == 3
+    names = sorted(p.name for p in (tmp_path / "h").iterdir())
+    assert names == ["bracket_+0ev.dng", "bracket_+2ev.dng", "bracket_-2ev.dng", "hdr.dng", "hdr.jpg"]
+    assert "reference bracket_+0ev.dng" in out  # the middle exposure, by default
+    with rawpy.imread(str(tmp_path / "h" / "hdr.dng")) as raw:
+        assert raw.raw_image.shape == (768, 1024)
+
+
+def test_autofocus_example(tmp_path, monkeypatch):
+    from magcam.optics import LensModel
+
+    monkeypatch.setenv("MAGCAM_SIM_REGISTRY", str(tmp_path / "registry"))
+    with Simulator(focus_distance=1.5) as s:
+        out = run("autofocus.py", "--out", "sharp.dng", cwd=tmp_path)
+        truth = LensModel.from_descriptor(s.descriptor).position_for_distance(1.5)
+    focused = int(out.split("focused at lens position ")[1].split()[0])
+    assert abs(focused - truth) <= 1, out
+    assert f"sharp.dng at lens {focused}" in out
+    with rawpy.imread(str(tmp_path / "sharp.dng")) as raw:
+        assert raw.raw_image.shape == (768, 1024)
 
 
 def test_watch_ring_example(sim, tmp_path):
