@@ -292,3 +292,18 @@ def test_cli_merges_and_reports_json(tmp_path, descriptor, burst_frames):
                         str(tmp_path / "x.dng")], capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 1 and "bad.dng" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "x.dng").exists()
+
+
+def test_cli_reference_counts_from_one_like_hdr(tmp_path, descriptor, burst_frames):
+    frames, _ = burst_frames
+    paths = write_burst(tmp_path, descriptor, frames[:3])
+    out = tmp_path / "merged.dng"
+    cmd = [sys.executable, "-m", "magcam.cli", "merge", *map(str, paths), "-o", str(out), "--json"]
+    r = subprocess.run([*cmd, "--reference", "2"], capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.splitlines()[-1])
+    assert result["reference"] == 1  # the library's index of the 2nd file
+    assert np.allclose(result["shifts_px"][1], (0, 0), atol=0.01)  # the reference is not moved
+    for bad in ("4", "0"):  # beyond the inputs, or not a position at all: usage errors, nothing written
+        r = subprocess.run([*cmd, "--reference", bad], capture_output=True, text=True, timeout=120, check=False)
+        assert r.returncode == 2 and "--reference" in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
@@ -532,6 +533,37 @@ calibrate.add_command(_calibrate_color)
 calibrate.add_command(_calibrate_shading)
 
 
+@contextlib.contextmanager
+def _nothing_written_on_error(out: Reporter, target: Path, what: str):
+    """Exit 1 with one line for a bad input, a failed write or no memory, 130 when interrupted:
+    the multi-frame commands write their outputs atomically, so in every case nothing is left."""
+    from .pipeline.errors import PipelineError
+
+    try:
+        yield
+    except PipelineError as e:
+        out.error(str(e))
+        sys.exit(1)
+    except OSError as e:
+        out.error(f"cannot write {target}: {e.strerror or e}")
+        sys.exit(1)
+    except MemoryError:
+        out.error(f"not enough memory to {what}; nothing written")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        out.error("interrupted; nothing written")
+        sys.exit(130)
+
+
+def _check_reference(reference: int | None, inputs: tuple) -> int | None:
+    """--reference N counts from 1 (as a user numbers files); the library takes an index."""
+    if reference is None:
+        return None
+    if reference > len(inputs):
+        raise click.BadParameter(f"{reference} is beyond the {len(inputs)} input(s)", param_hint="--reference")
+    return reference - 1
+
+
 @main.command("hdr")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "-o", "out", required=True, type=click.Path(path_type=Path),
@@ -548,27 +580,12 @@ def hdr_cmd(inputs: tuple[Path, ...], out: Path, reference: int | None, no_degho
     Exit status: 0 both written, 1 bad input or write error (nothing is left behind), 2 bad usage.
     """
     from .hdr import merge_files
-    from .pipeline.errors import PipelineError
 
     out_reporter = Reporter(json_mode)
-    if reference is not None and reference > len(inputs):
-        raise click.BadParameter(f"{reference} is beyond the {len(inputs)} input(s)", param_hint="--reference")
-    with _StageProgress(out_reporter) as prog:
-        try:
-            summary = merge_files(inputs, out, reference=None if reference is None else reference - 1,
-                                  deghost=not no_deghost, progress=prog)
-        except PipelineError as e:
-            out_reporter.error(str(e))
-            sys.exit(1)
-        except OSError as e:
-            out_reporter.error(f"cannot write {out}: {e.strerror or e}")
-            sys.exit(1)
-        except MemoryError:
-            out_reporter.error(f"not enough memory to merge {len(inputs)} frames of this size; nothing written")
-            sys.exit(1)
-        except KeyboardInterrupt:
-            out_reporter.error("interrupted; nothing written")
-            sys.exit(130)
+    ref = _check_reference(reference, inputs)
+    with _nothing_written_on_error(out_reporter, out, f"merge {len(inputs)} frames of this size"), \
+            _StageProgress(out_reporter) as prog:
+        summary = merge_files(inputs, out, reference=ref, deghost=not no_deghost, progress=prog)
     if json_mode:
         out_reporter.result(summary)
     else:
@@ -709,30 +726,21 @@ def calibrate_focus_cmd(port: str, distances: str | None, at: float | None, yes:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "-o", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The merged DNG (16-bit, the reference's metadata).")
-@click.option("--reference", type=int, default=0, show_default=True,
-              help="Index (from 0) of the frame the others are aligned to.")
+@click.option("--reference", type=click.IntRange(min=1), metavar="N",
+              help="The N-th input (1 = first) the others are aligned to and merged onto (default: 1).")
 @click.option("--json", "json_mode", is_flag=True, help="One JSON object per line, for scripts.")
-def merge_cmd(inputs: tuple[Path, ...], out: Path, reference: int, json_mode: bool) -> None:
+def merge_cmd(inputs: tuple[Path, ...], out: Path, reference: int | None, json_mode: bool) -> None:
     """Align and merge a handheld burst of RAW frames into one cleaner DNG (HDR+ style).
 
-    Exit status: 0 written, 1 an input could not be used (nothing is written).
+    Exit status: 0 written, 1 bad input or write error (nothing is left behind), 2 bad usage.
     """
     from .burst import merge_files
-    from .pipeline.errors import PipelineError
 
     out_reporter = Reporter(json_mode)
-    try:
-        with _StageProgress(out_reporter) as prog:
-            res = merge_files(inputs, out, reference=reference, progress=prog)
-    except PipelineError as e:
-        out_reporter.error(str(e))
-        sys.exit(1)
-    except OSError as e:
-        out_reporter.error(f"cannot write {out}: {e.strerror or e}")
-        sys.exit(1)
-    except KeyboardInterrupt:
-        out_reporter.error("interrupted; nothing written")
-        sys.exit(130)
+    ref = _check_reference(reference, inputs) or 0
+    with _nothing_written_on_error(out_reporter, out, f"merge {len(inputs)} frames of this size"), \
+            _StageProgress(out_reporter) as prog:
+        res = merge_files(inputs, out, reference=ref, progress=prog)
     out_reporter.result({
         "output": str(out), "frames": len(res.frames), "reference": res.reference,
         "size": f"{res.frame.width}x{res.frame.height}",
