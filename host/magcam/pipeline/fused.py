@@ -119,6 +119,16 @@ def _near(i, step, n, reflect):  # pragma: no cover
 
 
 @njit(inline="always")
+def _max8(a, b, c, d, e, f, g, h):  # pragma: no cover - compiled
+    return max(max(max(a, b), max(c, d)), max(max(e, f), max(g, h)))
+
+
+@njit(inline="always")
+def _min8(a, b, c, d, e, f, g, h):  # pragma: no cover - compiled
+    return min(min(min(a, b), min(c, d)), min(min(e, f), min(g, h)))
+
+
+@njit(inline="always")
 def _is_defect(v, med, hi, lo, floor, rel, k, na, nb, ns, use_noise):  # pragma: no cover
     level = max(med, _F0)
     thr = floor + rel * level
@@ -165,10 +175,8 @@ def prepare_cfa(norm, wy0, wy1, wx0, wx1, detect, params, known, gains, site_mul
                 med = _median9(r_u[xl], r_u[xu], r_u[xr], r_c[xl], v, r_c[xr], r_d[xl], r_d[xu], r_d[xr])
                 bad = False
                 if detect:
-                    hi = max(max(max(q_u[xl], q_u[xu]), max(q_u[xr], r_c[xl])),
-                             max(max(r_c[xr], q_d[xl]), max(q_d[xu], q_d[xr])))
-                    lo = min(min(min(q_u[xl], q_u[xu]), min(q_u[xr], r_c[xl])),
-                             min(min(r_c[xr], q_d[xl]), min(q_d[xu], q_d[xr])))
+                    hi = _max8(q_u[xl], q_u[xu], q_u[xr], r_c[xl], r_c[xr], q_d[xl], q_d[xu], q_d[xr])
+                    lo = _min8(q_u[xl], q_u[xu], q_u[xr], r_c[xl], r_c[xr], q_d[xl], q_d[xu], q_d[xr])
                     bad = _is_defect(v, med, hi, lo, floor, rel, k, na, nb, ns, use_noise)
                 if use_known:
                     bad = bad or known[y, xu] != 0
@@ -187,10 +195,8 @@ def prepare_cfa(norm, wy0, wy1, wx0, wx1, detect, params, known, gains, site_mul
                 if detect:
                     xl = 2 * _near(px, -1, pw, True) + sx
                     xr = 2 * _near(px, 1, pw, True) + sx
-                    hi = max(max(max(q_u[xl], q_u[x]), max(q_u[xr], r_c[xl])),
-                             max(max(r_c[xr], q_d[xl]), max(q_d[x], q_d[xr])))
-                    lo = min(min(min(q_u[xl], q_u[x]), min(q_u[xr], r_c[xl])),
-                             min(min(r_c[xr], q_d[xl]), min(q_d[x], q_d[xr])))
+                    hi = _max8(q_u[xl], q_u[x], q_u[xr], r_c[xl], r_c[xr], q_d[xl], q_d[x], q_d[xr])
+                    lo = _min8(q_u[xl], q_u[x], q_u[xr], r_c[xl], r_c[xr], q_d[xl], q_d[x], q_d[xr])
                     bad = _is_defect(v, med, hi, lo, floor, rel, k, na, nb, ns, use_noise)
                 if use_known:
                     bad = bad or known[y, x] != 0
