@@ -25,7 +25,6 @@ CLI: ``magcam merge FILES... -o OUT.dng [--reference N] [--json]``.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -37,7 +36,7 @@ from numba import njit, prange
 
 from magcam import rawio
 from magcam.frame import RawFrame
-from magcam.pipeline import align, color, merge, noise
+from magcam.pipeline import align, merge, noise
 from magcam.pipeline.black import normalize
 from magcam.pipeline.errors import PipelineError
 
@@ -240,11 +239,8 @@ def _output_levels(ref: rawio.RawImage) -> tuple[int, int]:
 def _to_frame(merged: np.ndarray, ref: rawio.RawImage) -> RawFrame:
     black, white = _output_levels(ref)
     data = _join(merged, np.float32(black), np.float32(white - black))
-    meta = ref.meta
-    iso = meta.get("iso")
-    gain = float(iso) / 100 if isinstance(iso, (int, float)) and iso > 0 else ref.frame.analog_gain
     return RawFrame(data=data, frame_id=ref.frame.frame_id, cfa=ref.cfa, bits=16, black_level=black,
-                    white_level=white, exposure_us=ref.frame.exposure_us, analog_gain=gain,
+                    white_level=white, exposure_us=ref.frame.exposure_us, analog_gain=ref.frame.analog_gain,
                     timestamp_ms=ref.frame.timestamp_ms, lens_position=ref.frame.lens_position)
 
 
@@ -304,75 +300,13 @@ def _measured_noise(ref: rawio.RawImage, ref_planes: np.ndarray, alt_planes: np.
 
 
 def write_merged(path: str | os.PathLike, res: MergeResult, ref: rawio.RawImage) -> Path:
-    """Write the merged frame as a 16-bit DNG (atomically) carrying the reference's metadata:
-    make, model, serial, lens, exposure, colour matrix and as-shot neutral, capture time."""
+    """Write the merged frame as a 16-bit DNG (atomically) carrying the reference's metadata
+    (``dng.write_derived``: make, model, serial, lens, colour, orientation, capture time, lens
+    shading), plus a note of the burst."""
     from magcam import dng
 
-    meta = ref.meta
-    tags = _ref_tags(ref.source)
-    matrix = ref.xyz_to_camera if ref.xyz_to_camera is not None else color.XYZ_TO_SRGB  # no matrix: sRGB
-    illuminant = ref.illuminant if ref.illuminant in color.ILLUMINANT_CODES else "D65"
-    descriptor = {
-        "make": _ascii(meta.get("make")) or "unknown",
-        "model": _ascii(meta.get("model")) or "unknown",
-        "serial": tags.get("serial") or "unknown",
-        "module": tags.get("module"),
-        "lens": {"focal_mm": _positive(meta.get("focal_length")), "f_number": _positive(meta.get("f_number"))},
-        "color": {"illuminant_1": illuminant, "color_matrix_1": [float(v) for v in np.ravel(matrix)]},
-    }
-    description = dict(tags.get("magcam") or {})
-    description.setdefault("frame_id", int(res.frame.frame_id))  # the reference's, when its file says
-    description.setdefault("lens_position", int(res.frame.lens_position))
-    description["burst"] = {"frames": len(res.frames), "reference": res.reference}
-    extra = [(270, dng.ASCII, 0, json.dumps({"magcam": description}, separators=(",", ":")))]
-    neutral = ref.as_shot_neutral()
-    extra.append((50728, dng.RATIONAL, 3, tuple(n for v in neutral for n in (round(float(v) * 10000), 10000))))
-    if tags.get("opcodes"):  # the lens-shading GainMaps apply to the merged frame as to the reference
-        extra.append((51009, 7, len(tags["opcodes"]), tags["opcodes"]))
-    when = _ascii(meta.get("datetime"))
-    if when:
-        extra.append((36867, dng.ASCII, 0, when))
     try:
-        return dng.write_dng(path, res.frame, descriptor, software="magcam merge", extra_tags=extra)
+        return dng.write_derived(path, res.frame, ref, software="magcam merge",
+                                 description={"burst": {"frames": len(res.frames), "reference": res.reference}})
     except ValueError as e:
         raise PipelineError(f"{ref.source}: cannot write its metadata to {path}: {e}") from None
-
-
-def _ref_tags(source: str) -> dict:
-    """Serial number, OpcodeList2 and the magcam ImageDescription of a DNG reference (absent
-    for other files)."""
-    import tifffile
-
-    out: dict = {}
-    try:
-        with tifffile.TiffFile(source) as tif:
-            tags = tif.pages[0].tags
-            if 50735 in tags:
-                out["serial"] = _ascii(tags[50735].value)
-            if 51009 in tags:
-                out["opcodes"] = bytes(tags[51009].value)
-            if 270 in tags:
-                desc = json.loads(tags[270].value).get("magcam")
-                if isinstance(desc, dict):
-                    out["magcam"] = desc
-                    out["module"] = desc.get("module")
-    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, tifffile.TiffFileError):
-        pass  # not a TIFF, or unusual tags: this metadata is optional
-    return out
-
-
-def _ascii(v) -> str | None:
-    if isinstance(v, bytes):
-        v = v.decode("ascii", "replace")
-    if not isinstance(v, str):
-        return None
-    v = v.strip("\0 ").encode("ascii", "replace").decode()
-    return v or None
-
-
-def _positive(v) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return 1.0  # unknown: the DNG writer needs a positive number
-    return f if f > 0 and np.isfinite(f) else 1.0

@@ -38,12 +38,12 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
-import struct
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 import tifffile
@@ -51,6 +51,10 @@ import tifffile
 from magcam.atomic import atomic_write
 from magcam.frame import CFA_PATTERNS, RawFrame
 from magcam.pipeline import color
+from magcam.pipeline.shading import GainMap
+
+if TYPE_CHECKING:
+    from magcam.rawio import RawImage
 
 # TIFF field types (tifffile DATATYPE codes), for extra_tags.
 BYTE, ASCII, SHORT, LONG, RATIONAL, SRATIONAL, UNDEFINED, DOUBLE = 1, 2, 3, 4, 5, 10, 7, 12
@@ -118,6 +122,80 @@ def write_dng(
     return path
 
 
+def write_derived(
+    path: str | os.PathLike,
+    frame: RawFrame,
+    ref: "RawImage",
+    *,
+    software: str,
+    description: dict | None = None,
+    extra_tags: Iterable[tuple] = (),
+) -> Path:
+    """Write ``frame``, made from ``ref`` and other frames of the same shot (an HDR or burst
+    merge), as a DNG that carries ``ref``'s metadata: make, model, serial, lens (EXIF's 0 =
+    unknown where ``ref`` has none, nothing invented), colour matrices with their illuminants,
+    as-shot neutral, orientation, capture time, lens shading (GainMap opcodes) and its magcam
+    ImageDescription, updated with ``description``. The exposure and gain are ``frame``'s.
+    ValueError (before anything is written) if a value cannot be stored."""
+    meta = ref.meta
+    matrices = [(m, ill) for m, ill in ref.matrices if m is not None and ill in color.ILLUMINANT_CODES]
+    if not matrices:  # no colour in the file: camera RGB is sRGB, as LibRaw assumes
+        matrices = [(color.XYZ_TO_SRGB if ref.xyz_to_camera is None else ref.xyz_to_camera, "D65")]
+    focal, f_number = _finite_positive(meta.get("focal_length")), _finite_positive(meta.get("f_number"))
+    info = {"module": None, "frame_id": int(frame.frame_id), "lens_position": int(frame.lens_position),
+            "timestamp_ms": int(frame.timestamp_ms)}
+    info.update(meta.get("magcam") or {})
+    info.update(description or {})
+    descriptor = {
+        "make": _ascii(meta.get("make")) or "unknown",
+        "model": _ascii(meta.get("model")) or "unknown",
+        "serial": _ascii(meta.get("serial")) or "unknown",
+        "module": info["module"],
+        "lens": {"focal_mm": focal or 1.0, "f_number": f_number or 1.0},  # placeholders, zeroed below
+        "color": {"illuminant_1": matrices[0][1], "color_matrix_1": [float(v) for v in np.ravel(matrices[0][0])]},
+    }
+    neutral = ref.as_shot_neutral()
+    orientation = int(ref.orientation) if 1 <= int(ref.orientation) <= 8 else 1
+    extra = [
+        (270, ASCII, 0, json.dumps({"magcam": info}, separators=(",", ":"))),  # ImageDescription
+        (274, SHORT, 1, orientation),  # Orientation
+        (50728, RATIONAL, 3, tuple(n for v in neutral for n in rational(float(v), 1_000_000))),  # AsShotNeutral
+    ]
+    if len(matrices) > 1:
+        m2, ill2 = matrices[1]
+        extra += [(50722, SRATIONAL, 9, _rationals(np.ravel(m2))),  # ColorMatrix2
+                  (50779, SHORT, 1, color.ILLUMINANT_CODES[ill2])]  # CalibrationIlluminant2
+    if focal is None or f_number is None:  # EXIF's 0: unknown
+        extra += [(37386, RATIONAL, 1, (0, 1)), (33437, RATIONAL, 1, (0, 1)), (50736, RATIONAL, 4, (0, 1) * 4),
+                  (42036, ASCII, 0, "unknown")]
+    elif _ascii(meta.get("lens")):
+        extra.append((42036, ASCII, 0, _ascii(meta["lens"])))  # LensModel
+    if _ascii(meta.get("datetime")):
+        extra.append((36867, ASCII, 0, _ascii(meta["datetime"])))  # DateTimeOriginal: the shot's
+    if ref.gain_map is not None:  # the lens shading applies to the merged frame as to the reference
+        opcodes = ref.gain_map.to_dng_opcodes(frame.height, frame.width)
+        extra.append((51009, UNDEFINED, len(opcodes), opcodes))  # OpcodeList2
+    return write_dng(path, frame, descriptor, software=software, extra_tags=[*extra, *extra_tags])
+
+
+def _finite_positive(v) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) and f > 0 else None
+
+
+def _ascii(v) -> str | None:
+    """Printable 7-bit text of a metadata value (bytes or str), or None."""
+    if isinstance(v, bytes):
+        v = v.decode("ascii", "replace")
+    if not isinstance(v, str):
+        return None
+    v = v.strip("\0 ").encode("ascii", "replace").decode()
+    return v or None
+
+
 def _check_frame(frame: RawFrame) -> None:
     data = frame.data
     if not isinstance(data, np.ndarray) or data.dtype != np.uint16 or data.ndim != 2:
@@ -166,7 +244,7 @@ def _dng_tags(frame: RawFrame, descriptor: dict, software: str) -> list[tuple]:
     )
     iso = min(max(round(100 * frame.analog_gain), 1), 65535)
     exposure = Fraction(frame.exposure_us, 1_000_000)
-    lens_focal, lens_f = _rational(focal_mm), _rational(f_number)
+    lens_focal, lens_f = rational(focal_mm), rational(f_number)
     now = datetime.now().strftime("%Y:%m:%d %H:%M:%S")
     return [
         (270, ASCII, 0, description),  # ImageDescription
@@ -226,7 +304,7 @@ def _subject_distance(descriptor: dict, lens_position: int) -> list[tuple]:
     d = subject_distance_m(descriptor, lens_position)
     if d is None:
         return []
-    return [(37382, RATIONAL, 1, (0xFFFFFFFF, 1) if d == float("inf") or d > 4e5 else _rational(d))]
+    return [(37382, RATIONAL, 1, (0xFFFFFFFF, 1) if d == float("inf") or d > 4e5 else rational(d))]
 
 
 def gain_map_opcodes(frame: RawFrame, descriptor: dict) -> bytes | None:
@@ -243,25 +321,17 @@ def gain_map_opcodes(frame: RawFrame, descriptor: dict) -> bytes | None:
         raise ValueError(f"descriptor lens_shading.grids must be 4 grids of at least 2x2 gains, got shape {grids.shape}")
     if not np.all(np.isfinite(grids)) or np.any(grids <= 0):
         raise ValueError("descriptor lens_shading.grids must hold positive gains")
-    _, gh, gw = grids.shape
-    out = [struct.pack(">I", 4)]
-    for s in range(4):
-        dy, dx = divmod(s, 2)
-        params = struct.pack(">10I4dI", dy, dx, frame.height, frame.width, 0, 1, 2, 2, gh, gw,
-                             1.0 / (gh - 1), 1.0 / (gw - 1), 0.0, 0.0, 1)
-        params += grids[s].astype(">f4").tobytes()
-        # GainMap (ID 9), DNG 1.3; flags 1: optional, a reader without GainMap support may skip it.
-        out.append(struct.pack(">4I", 9, 0x01030000, 1, len(params)) + params)
-    return b"".join(out)
+    return GainMap.from_grids(grids).to_dng_opcodes(frame.height, frame.width)
 
 
-def _rational(value: float) -> tuple[int, int]:
-    return round(value * _RATIONAL_DENOMINATOR), _RATIONAL_DENOMINATOR
+def rational(value: float, denominator: int = _RATIONAL_DENOMINATOR) -> tuple[int, int]:
+    """(numerator, denominator) of a TIFF (S)RATIONAL; write_dng checks the range."""
+    return round(value * denominator), denominator
 
 
 def _rationals(values) -> tuple[int, ...]:
     """Flattened (numerator, denominator) pairs, as tifffile takes (S)RATIONAL arrays."""
-    return tuple(n for v in values for n in _rational(float(v)))
+    return tuple(n for v in values for n in rational(float(v)))
 
 
 # Value range of each numeric TIFF field type (for RATIONAL / SRATIONAL: of each numerator and

@@ -42,7 +42,6 @@ Usage::
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -55,7 +54,7 @@ import numpy as np
 from magcam.atomic import atomic_path
 from magcam.frame import RawFrame
 from magcam.pipeline import black as black_stage
-from magcam.pipeline import color, localtone, tone
+from magcam.pipeline import localtone, tone
 from magcam.pipeline.errors import PipelineError
 from magcam.pipeline.noise import NoiseSampler
 from magcam.rawio import RawImage
@@ -103,8 +102,9 @@ class HdrResult:
 
 
 def exposure_of(raw: RawImage) -> tuple[float, float]:
-    """(exposure time in s, analog gain) of a frame: ExposureTime and ISO / 100 (gain 1 when
-    the file has no ISO). ``PipelineError`` if the file has no usable exposure time."""
+    """(exposure time in s, analog gain) of a frame: ExposureTime and the frame's gain (rawio
+    reads ISO / 100, gain 1 when the file has no ISO). ``PipelineError`` if the file has no
+    usable exposure time."""
     t = raw.meta.get("exposure_time")
     try:
         t = float(t) if t is not None else None
@@ -112,16 +112,9 @@ def exposure_of(raw: RawImage) -> tuple[float, float]:
         t = None
     if t is None or not math.isfinite(t) or t <= 0:
         raise PipelineError(f"{raw.source}: no usable exposure time (ExposureTime tag): cannot place it in a bracket")
-    iso = raw.meta.get("iso")
-    frame_gain = float(raw.frame.analog_gain or 1.0)
-    try:
-        gain = float(iso) / 100.0 if iso is not None else frame_gain
-    except (TypeError, ValueError):
-        gain = 1.0
-    if iso is not None and abs(100 * frame_gain - gain * 100) <= 0.5:
-        gain = frame_gain  # a frame from the link: its exact gain, of which ISO is the rounding
+    gain = float(raw.frame.analog_gain)  # rawio: ISO / 100 of a file (1 without one), a link frame's own
     if not math.isfinite(gain) or gain <= 0:
-        raise PipelineError(f"{raw.source}: unusable ISO {iso!r}")
+        raise PipelineError(f"{raw.source}: unusable analog gain {gain!r} (ISO)")
     return t, gain
 
 
@@ -330,77 +323,25 @@ def to_uint16(result: HdrResult) -> np.ndarray:
     return np.clip(v, 0, DNG_WHITE, out=v).astype(np.uint16)
 
 
-def _rational(v: float, den: int = 10000) -> tuple[int, int]:
-    return round(v * den), den
-
-
 def write_dng(result: HdrResult, path: str | os.PathLike) -> Path:
-    """Write the merged frame as a 16-bit linear DNG (atomically); return the path."""
+    """Write the merged frame as a 16-bit linear DNG (atomically) with the reference's metadata
+    (``dng.write_derived``); return the path."""
     from magcam import dng
 
-    raw = result.raw
-    meta = raw.meta
     seconds, gain = result.exposures[result.reference]
     frame = RawFrame(data=to_uint16(result), frame_id=0, cfa=result.pattern, bits=16, black_level=DNG_BLACK,
                      white_level=DNG_WHITE, exposure_us=max(1, round(seconds * 1e6)), analog_gain=gain)
-    matrices = [(m, ill) for m, ill in raw.matrices if m is not None]
-    if not matrices:  # no colour in the inputs: camera RGB is sRGB, as LibRaw assumes
-        matrices = [(np.linalg.inv(color.SRGB_TO_XYZ), "D65")]
-    matrix, illuminant = matrices[0]
-    if illuminant not in color.ILLUMINANT_CODES:
-        illuminant = "D65"
-    focal, f_number = meta.get("focal_length"), meta.get("f_number")
-    lens_known = _positive(focal) and _positive(f_number)
-    descriptor = {
-        "make": str(meta.get("make") or "unknown"), "model": str(meta.get("model") or "unknown"),
-        "serial": "unknown",
-        "lens": {"focal_mm": float(focal) if lens_known else 1.0, "f_number": float(f_number) if lens_known else 1.0},
-        "color": {"illuminant_1": illuminant, "color_matrix_1": [float(v) for v in np.ravel(matrix)]},
-    }
-    grids = _shading_grids(raw.gain_map)
-    if grids is not None:  # dng.write_dng stores it as OpcodeList2 GainMaps, as the inputs had it
-        descriptor["lens_shading"] = {"grids": grids.tolist()}
     baseline = math.log2(result.peak)
-    info = {"magcam": {"hdr": {
+    info = {"hdr": {
         "sources": [Path(s).name for s in result.sources], "reference": result.reference,
         "exposure_s": [e[0] for e in result.exposures], "gain": [e[1] for e in result.exposures],
         "baseline_exposure": round(baseline, 4), "rejected_fraction": result.stats.get("rejected_fraction"),
-        "clipped_fraction": result.stats.get("clipped_fraction")}}}
-    extra = [
-        (270, dng.ASCII, 0, json.dumps(info, separators=(",", ":"))),  # ImageDescription: how it was made
-        (50730, dng.SRATIONAL, 1, _rational(baseline)),  # BaselineExposure: show the reference exposure
-        (274, dng.SHORT, 1, int(raw.orientation) if 1 <= int(raw.orientation) <= 8 else 1),
-    ]
-    neutral = raw.as_shot_neutral()
-    extra.append((50728, dng.RATIONAL, 3, tuple(n for v in neutral for n in _rational(float(v), 1_000_000))))
-    if len(matrices) > 1 and matrices[1][1] in color.ILLUMINANT_CODES:
-        m2, ill2 = matrices[1]
-        extra.append((50722, dng.SRATIONAL, 9, tuple(n for v in np.ravel(m2) for n in _rational(float(v)))))
-        extra.append((50779, dng.SHORT, 1, color.ILLUMINANT_CODES[ill2]))
-    if meta.get("lens") and str(meta["lens"]).isascii():
-        extra.append((42036, dng.ASCII, 0, str(meta["lens"])))
-    if not lens_known:  # 0 is EXIF's "unknown": no invented lens
-        extra += [(37386, dng.RATIONAL, 1, (0, 1)), (33437, dng.RATIONAL, 1, (0, 1)),
-                  (50736, dng.RATIONAL, 4, (0, 1) * 4), (42036, dng.ASCII, 0, "unknown")]
+        "clipped_fraction": result.stats.get("clipped_fraction")}}
     try:
-        return dng.write_dng(path, frame, descriptor, software="magcam hdr", extra_tags=extra)
+        return dng.write_derived(path, frame, result.raw, software="magcam hdr", description=info,
+                                 extra_tags=[(50730, dng.SRATIONAL, 1, dng.rational(baseline))])  # BaselineExposure
     except ValueError as e:
         raise PipelineError(f"{result.raw.source}: cannot write the merged DNG: {e}") from None
-
-
-def _shading_grids(gain_map) -> np.ndarray | None:
-    """The reference's lens-shading map as (4, gh, gw) grids spanning the frame (the form the
-    DNG writer takes), or None when there is none or it has another layout."""
-    sites = sorted(getattr(gain_map, "sites", None) or [], key=lambda m: (m.dy, m.dx))
-    if [(m.dy, m.dx) for m in sites] != [(0, 0), (0, 1), (1, 0), (1, 1)]:
-        return None
-    shape = sites[0].grid.shape
-    for m in sites:
-        gh, gw = m.grid.shape
-        if (m.grid.shape != shape or m.origin_v != 0 or m.origin_h != 0
-                or not math.isclose(m.spacing_v, 1 / (gh - 1)) or not math.isclose(m.spacing_h, 1 / (gw - 1))):
-            return None
-    return np.stack([m.grid for m in sites])
 
 
 def _positive(v) -> bool:

@@ -22,6 +22,7 @@ Usage::
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -326,7 +327,7 @@ def _read_tiff_dng(path: Path, size: int) -> RawImage | None:
         meta = {
             "make": tag(271), "model": tag(272), "serial": tag(50735), "exposure_time": _first(tag(33434)),
             "f_number": _first(tag(33437)), "iso": _first(tag(34855)), "focal_length": _first(tag(37386)),
-            "datetime": tag(36867) or tag(306), "lens": tag(42036),
+            "datetime": tag(36867) or tag(306), "lens": tag(42036), "magcam": _magcam_description(tag(270)),
         }
         return RawImage(frame=frame, black=black, white=white, xyz_to_camera=matrix, illuminant=illuminant,
                         matrices=matrices, neutral=neutral, orientation=orientation, gain_map=gain_map,
@@ -507,6 +508,18 @@ def _read_rawpy(path: Path, size: int, tiff: bool = False) -> RawImage:
                     matrices=[(matrix, "D65")] if matrix is not None else [], neutral=neutral,
                     orientation={0: 1, 3: 3, 5: 8, 6: 6}.get(flip, 1), source=name,
                     meta={k: v for k, v in meta.items() if v is not None})
+
+
+def _magcam_description(text) -> dict | None:
+    """The ``{"magcam": {...}}`` JSON our DNG writer puts in ImageDescription (module, frame id,
+    lens position, how a merge was made), or None for any other description."""
+    if not isinstance(text, str) or not text.startswith("{"):
+        return None
+    try:
+        info = json.loads(text).get("magcam")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return info if isinstance(info, dict) else None
 
 
 def _gain_from_iso(iso) -> float:

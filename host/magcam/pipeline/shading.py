@@ -8,7 +8,8 @@ tile gets exactly the gains the whole frame would. Corrected = sample * gain, so
 shot through the lens (whose grid is the inverse of its fall-off) comes out flat.
 
 DNG GainMap opcodes (OpcodeList2, as Adobe's converter writes them for Bayer data: one map per
-site, RowPitch = ColPitch = 2) are read into the same form by ``GainMap.from_dng_opcodes``.
+site, RowPitch = ColPitch = 2) are read into the same form by ``GainMap.from_dng_opcodes`` and
+written back by ``GainMap.to_dng_opcodes``.
 
 Margin a tile needs: 0.
 """
@@ -93,6 +94,20 @@ class GainMap:
         except (struct.error, ValueError) as e:
             raise PipelineError(f"malformed DNG opcode list: {e}") from None
         return cls(sites) if sites else None
+
+    def to_dng_opcodes(self, frame_h: int, frame_w: int) -> bytes:
+        """This map as a DNG OpcodeList2 (the inverse of ``from_dng_opcodes``): one GainMap opcode
+        per site (RowPitch = ColPitch = 2, over the whole ``frame_h`` x ``frame_w`` frame), as
+        Adobe's converter writes them for Bayer data."""
+        out = [struct.pack(">I", len(self.sites))]
+        for s in self.sites:
+            gh, gw = s.grid.shape
+            params = struct.pack(">10I4dI", s.dy, s.dx, frame_h, frame_w, 0, 1, 2, 2, gh, gw,
+                                 s.spacing_v, s.spacing_h, s.origin_v, s.origin_h, 1)
+            params += s.grid.astype(">f4").tobytes()
+            # GainMap (ID 9), DNG 1.3; flags 1: optional, a reader without GainMap support may skip it.
+            out.append(struct.pack(">4I", 9, 0x01030000, 1, len(params)) + params)
+        return b"".join(out)
 
     def region_gains(self, y0: int, x0: int, h: int, w: int, frame_h: int, frame_w: int) -> np.ndarray:
         """Gain for every pixel of a region (float32, h x w); 1.0 for sites without a map."""
