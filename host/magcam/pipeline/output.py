@@ -110,18 +110,10 @@ def exif_bytes(meta: dict, output_color: str = "srgb") -> bytes:
     exif[_ORIENTATION] = 1  # pixels are written in display orientation
     sub = exif.get_ifd(_EXIF_IFD)
     rat = lambda v: TiffImagePlugin.IFDRational(Fraction(float(v)).limit_denominator(1_000_000))  # noqa: E731
-    if meta.get("exposure_time"):
-        sub[0x829A] = rat(meta["exposure_time"])
-    if meta.get("f_number"):
-        sub[0x829D] = rat(meta["f_number"])
-    if meta.get("iso"):
-        sub[0x8827] = int(meta["iso"])
-    if meta.get("datetime"):
-        sub[0x9003] = str(meta["datetime"])
-    if meta.get("focal_length"):
-        sub[0x920A] = rat(meta["focal_length"])
-    if meta.get("lens"):
-        sub[0xA434] = str(meta["lens"])
+    for tag, key, value in ((0x829A, "exposure_time", rat), (0x829D, "f_number", rat), (0x8827, "iso", int),
+                            (0x9003, "datetime", str), (0x920A, "focal_length", rat), (0xA434, "lens", str)):
+        if meta.get(key):
+            sub[tag] = value(meta[key])
     sub[0xA001] = 1 if output_color == "srgb" else 0xFFFF  # ColorSpace: sRGB or uncalibrated
     return exif.tobytes()
 
