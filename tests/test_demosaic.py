@@ -158,6 +158,28 @@ def test_rias_strips_are_seamless(monkeypatch, kodim05):
     assert np.array_equal(dm.demosaic(cfa, "GRBG", "rias"), whole)
 
 
+def test_rias_reuses_its_workspace_safely(kodim05):
+    """The kernel keeps its planes per thread between calls (a tile pipeline calls it per tile):
+    a smaller call after a bigger one, a bigger one after that, and a call after freeing them
+    give the results of a fresh workspace; ``demosaic()`` frees them when it is done."""
+    pad = dm.OVERLAP["rias"]
+
+    def run(cfa):
+        out = np.empty(cfa.shape + (3,), np.float32)
+        demosaic_rias.rias_padded(np.pad(cfa, pad, mode="reflect"), pad, 0, 0, out)
+        return out
+
+    cfas = [mosaic(kodim05[:h, :w], "RGGB").astype(np.float32) / 255 for h, w in ((160, 240), (96, 64), (200, 300))]
+    expected = [dm.demosaic(cfa, "RGGB", "rias") for cfa in cfas]
+    assert getattr(demosaic_rias._workspace, "buffers", None) is None
+    for cfa, want in zip(cfas + cfas[::-1], expected + expected[::-1]):
+        assert np.array_equal(run(cfa), want)
+    assert demosaic_rias._workspace.buffers is not None
+    demosaic_rias.free_workspace()
+    assert np.array_equal(run(cfas[0]), expected[0])
+    demosaic_rias.free_workspace()
+
+
 # --- quality ------------------------------------------------------------------------------------------
 
 

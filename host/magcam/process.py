@@ -421,6 +421,14 @@ def _run_tiny(fn: Callable, bits: int) -> None:
         fused.warm_up(np.uint8 if bits == 8 else np.uint16)
 
 
+def _free_workspaces() -> None:
+    """Release the planes the demosaic keeps in this thread between tiles (worker threads' go
+    with the threads)."""
+    from magcam.pipeline import demosaic_rias
+
+    demosaic_rias.free_workspace()
+
+
 @contextmanager
 def _numba_threads(n: int):
     """numba's thread count for this thread (it is per thread): tiles already run one per core,
@@ -595,15 +603,18 @@ def iter_bands(plan: Plan, progress: Callable[[int, int], None] | None = None,
     if jobs == 1 or total == 1:
         # One tile at a time: a single tile may use the cores through numba's own threads.
         threads = jobs if total == 1 else 1
-        for row in grid:
-            band = new_band(row)
-            for core in row:
-                with _numba_threads(threads):  # not across the yield: the caller's own setting there
-                    run(core, band)
-                done += 1
-                if progress:
-                    progress(done, total)
-            yield band
+        try:
+            for row in grid:
+                band = new_band(row)
+                for core in row:
+                    with _numba_threads(threads):  # not across the yield: the caller's own setting there
+                        run(core, band)
+                    done += 1
+                    if progress:
+                        progress(done, total)
+                yield band
+        finally:  # the demosaic keeps its planes per thread for the next tile; not beyond the frame
+            _free_workspaces()
         return
     import numba
 

@@ -97,7 +97,10 @@ def rias(cfa: np.ndarray, pattern: str) -> np.ndarray:
     cfa = _check(cfa, pattern)
     if min(cfa.shape) < MIN_SIZE:
         raise ValueError(f"rias needs a mosaic of at least {MIN_SIZE}x{MIN_SIZE}, got {cfa.shape}")
-    return _run(_rias.rias_padded, "rias", cfa, pattern)
+    try:
+        return _run(_rias.rias_padded, "rias", cfa, pattern)
+    finally:  # the kernel keeps its planes for the thread's next call (the tile pipeline's case)
+        _rias.free_workspace()
 
 
 METHODS: dict[str, Callable[[np.ndarray, str], np.ndarray]] = {"bilinear": bilinear, "fast": fast, "rias": rias}
