@@ -600,15 +600,17 @@ def _rb_tentative(g, aw_s, bw_s, ww_s, y0, y1, x0, x1, t):  # pragma: no cover
 @njit(inline="always")
 def _with_residual(xn, xc, xs, tn, tc, ts, px, oy, ox):  # pragma: no cover
     """Tentative + bilinearly interpolated residual at column ``px``; an observed sample is kept.
-    ``oy, ox``: the pixel's row and column offsets from the colour's lattice (0 or 1)."""
-    if oy == 0 and ox == 0:
-        return xc[uintp(px)]
+    ``oy, ox``: the pixel's row and column offsets from the colour's lattice (0 or 1). Both
+    candidates of the row's kind are formed and one kept: branch-free along the row (``oy`` is
+    the same for the whole row), so the loop vectorises."""
     if oy == 0:
-        return tc[uintp(px)] + _F05 * ((xc[uintp(px - 1)] - tc[uintp(px - 1)]) + (xc[uintp(px + 1)] - tc[uintp(px + 1)]))
-    if ox == 0:
-        return tc[uintp(px)] + _F05 * ((xn[uintp(px)] - tn[uintp(px)]) + (xs[uintp(px)] - ts[uintp(px)]))
-    return tc[uintp(px)] + _F025 * ((xn[uintp(px - 1)] - tn[uintp(px - 1)]) + (xn[uintp(px + 1)] - tn[uintp(px + 1)])
-                                    + (xs[uintp(px - 1)] - ts[uintp(px - 1)]) + (xs[uintp(px + 1)] - ts[uintp(px + 1)]))
+        observed = xc[uintp(px)]
+        between = tc[uintp(px)] + _F05 * ((xc[uintp(px - 1)] - tc[uintp(px - 1)]) + (xc[uintp(px + 1)] - tc[uintp(px + 1)]))
+        return observed if ox == 0 else between
+    above_below = tc[uintp(px)] + _F05 * ((xn[uintp(px)] - tn[uintp(px)]) + (xs[uintp(px)] - ts[uintp(px)]))
+    diagonal = tc[uintp(px)] + _F025 * ((xn[uintp(px - 1)] - tn[uintp(px - 1)]) + (xn[uintp(px + 1)] - tn[uintp(px + 1)])
+                                        + (xs[uintp(px - 1)] - ts[uintp(px - 1)]) + (xs[uintp(px + 1)] - ts[uintp(px + 1)]))
+    return above_below if ox == 0 else diagonal
 
 
 @njit(parallel=True, cache=True)
