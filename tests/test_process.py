@@ -331,10 +331,9 @@ def test_peak_memory_stays_near_the_raw_size(tmp_path, descriptor):
     assert r.returncode == 0, r.stderr
     peak_mb = int(r.stdout.split()[-1])
     # About 200 MB of this is the runtime (numpy, OpenCV, rawpy, Pillow) and numba's LLVM; the
-    # JPEG encoder holds two copies of the 8-bit image. 616-677 MB measured with 1024 x 2048 tiles
-    # (about 500 with 512 px tiles; the wide tiles make the demosaic ~15 % faster). Untiled, 24 MP
-    # would need well over 1.5 GB; 100 MP tiled measured 1.28 GB (JPEG) and 0.88 GB (TIFF), under
-    # the 1.5 GB budget.
+    # JPEG encoder holds two copies of the 8-bit image. Measured: 532 MB with the default 768 x
+    # 1536 tiles, 613-643 with 1024 x 2048. Untiled, 24 MP would need well over 1.5 GB; 100 MP
+    # tiled measured 1.15 GB (JPEG) and 0.91 GB (TIFF, 1024 px tiles), under the 1.5 GB budget.
     assert peak_mb < 750, peak_mb
 
 

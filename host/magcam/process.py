@@ -67,7 +67,7 @@ from magcam.rawio import RawImage, from_frame, read
 
 FORMATS = {"tiff": (".tif", ".tiff"), "png": (".png",), "jpeg": (".jpg", ".jpeg")}
 PRESETS = ("default", "fast", "quality")
-DEFAULT_TILE = 1024  # tile height; tiles are twice as wide
+DEFAULT_TILE = 768  # tile height; tiles are twice as wide (docs/pipeline.md: why this size)
 _ANALYSIS_ROWS = 256
 _ANALYSIS_PIXELS = 6_000_000  # enough 4x4-cell blocks for the noise model many times over
 
