@@ -59,7 +59,8 @@ import numpy as np
 
 from magcam.frame import RawFrame
 from magcam.pipeline import black as black_stage
-from magcam.pipeline import color, defects, demosaic, denoise, filters, fused, highlights, sharpen, tone, whitebalance
+from magcam.pipeline import (color, defects, demosaic, demosaic_rias, denoise, filters, fused, highlights, sharpen, tone,
+                             whitebalance)
 from magcam.pipeline.errors import PipelineError
 from magcam.pipeline.noise import NoiseSampler, sigma_fn
 from magcam.pipeline.shading import GainMap
@@ -344,7 +345,7 @@ def _padded_kernels() -> dict:
     """demosaic method -> its numba kernel ``(xp, pad, oy, ox, out)`` on a mosaic padded by
     ``demosaic.OVERLAP`` (what the method runs after padding). A tile can hand the kernel the
     real neighbouring data as padding, so no time goes into demosaicing mirrored margins."""
-    from magcam.pipeline import demosaic_linear, demosaic_rias
+    from magcam.pipeline import demosaic_linear
 
     found = {}
     for name, kernel in (("rias", getattr(demosaic_rias, "rias_padded", None)),
@@ -419,14 +420,6 @@ def _run_tiny(fn: Callable, bits: int) -> None:
                 out = np.empty((2, 2, 3), np.float32)
                 kernel(np.zeros((2 + 2 * pad, 2 + 2 * pad), np.float32), pad, 0, 0, out)
         fused.warm_up(np.uint8 if bits == 8 else np.uint16)
-
-
-def _free_workspaces() -> None:
-    """Release the planes the demosaic keeps in this thread between tiles (worker threads' go
-    with the threads)."""
-    from magcam.pipeline import demosaic_rias
-
-    demosaic_rias.free_workspace()
 
 
 @contextmanager
@@ -614,7 +607,8 @@ def iter_bands(plan: Plan, progress: Callable[[int, int], None] | None = None,
                         progress(done, total)
                 yield band
         finally:  # the demosaic keeps its planes per thread for the next tile; not beyond the frame
-            _free_workspaces()
+            # (a worker thread's go with the thread)
+            demosaic_rias.free_workspace()
         return
     import numba
 
