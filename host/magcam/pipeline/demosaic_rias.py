@@ -384,7 +384,6 @@ def _make_sums(radius: int, taps=None):
 
 _GAUSS_ROWS, _GAUSS_COLS = _make_sums(2, _GAUSS5)
 _BLEND_ROWS, _BLEND_COLS = _make_sums(BLEND_RADIUS)
-_RB_ROWS, _RB_COLS = _make_sums(RB_RADIUS)
 _TS = tuple(np.float32(v) for v in _TAPS_SHORT)
 _TL = tuple(np.float32(v) for v in _TAPS_LONG)
 
@@ -512,8 +511,8 @@ def _rb_rows(xp, g, cy, cx, y0, y1, x0, x1, hs, buf):  # pragma: no cover
         gr, gn, gs, pr, pn, ps = g[y], g[y - 2], g[y + 2], xp[y], xp[y - 2], xp[y + 2]
         t = buf[get_thread_id()]
         t0, t1, t2, t3, t4, t5, t6 = t[0], t[1], t[2], t[3], t[4], t[5], t[6]
-        first = x0 - 3 + ((x0 - 3 - cx) & 1)  # the first site in reach
-        for q in range(first, x1 + 3, 2):
+        # every column, though only the sites' terms are used: a stride-2 loop does not vectorise
+        for q in range(x0 - 3, x1 + 3):
             gi = gr[uintp(q)]
             pi = pr[uintp(q)]
             di = _F4 * gi - gn[uintp(q)] - gs[uintp(q)] - gr[uintp(q - 2)] - gr[uintp(q + 2)]
@@ -548,53 +547,94 @@ def _window_sums(hs, y, cy, count, x0, x1, cs):  # pragma: no cover
     return 3 + oddy
 
 
-@njit(parallel=True, cache=True)
-def _rb_coef(cy, cx, hs, y0, y1, x0, x1, aw, bw, ww):  # pragma: no cover
-    """Per-pixel fit over the 7x7 window, and its weight 1 / (fit residual RMS).
+@njit(inline="always")
+def _rb_coef_row(cy, cx, hs, y, x0, x1, oa, ob, ow):  # pragma: no cover
+    """Row ``y``'s per-pixel fit over the 7x7 window, times its weight 1 / (fit residual RMS).
 
     The slope is MLRI's (Laplacians) moved ``RI_SHARE`` of the way to plain RI's (values, Kiku
     et al. 2013), both from the same window sums: the mix measured +0.05 dB on McMaster18 for
     -0.05 on Kodak24, at no extra pass. The intercept and the weight are the mixed line's.
     """
-    for y in prange(y0, y1):
-        oddy = (y - cy) & 1
-        first = (y - 2 - oddy - cy) // 2  # hs row of the first colour row in [y - 3, y + 3]
-        nrow = 3 + oddy
-        h0, h1, h2 = hs[first], hs[first + 1], hs[first + 2]
-        h3 = hs[first + 3] if oddy else hs[first + 2]
-        f3 = 1.0 if oddy else 0.0
-        oa, ob, ow = aw[y], bw[y], ww[y]
-        for x in range(x0, x1):
-            ncol = 3 + ((x - cx) & 1)
-            s0 = float(h0[0, uintp(x)]) + h1[0, uintp(x)] + h2[0, uintp(x)] + f3 * h3[0, uintp(x)]
-            s1 = float(h0[1, uintp(x)]) + h1[1, uintp(x)] + h2[1, uintp(x)] + f3 * h3[1, uintp(x)]
-            s2 = float(h0[2, uintp(x)]) + h1[2, uintp(x)] + h2[2, uintp(x)] + f3 * h3[2, uintp(x)]
-            s3 = float(h0[3, uintp(x)]) + h1[3, uintp(x)] + h2[3, uintp(x)] + f3 * h3[3, uintp(x)]
-            s4 = float(h0[4, uintp(x)]) + h1[4, uintp(x)] + h2[4, uintp(x)] + f3 * h3[4, uintp(x)]
-            s5 = float(h0[5, uintp(x)]) + h1[5, uintp(x)] + h2[5, uintp(x)] + f3 * h3[5, uintp(x)]
-            s6 = float(h0[6, uintp(x)]) + h1[6, uintp(x)] + h2[6, uintp(x)] + f3 * h3[6, uintp(x)]
-            n = float(nrow * ncol)
-            a = s0 / (s1 + n * _ML_EPS)
-            mi = s2 / n
-            mp = s3 / n
-            var_i = s4 / n - mi * mi
-            cov = s6 / n - mi * mp
-            a += _RI_SHARE * (cov / max(var_i, _RI_VAR_FLOOR) - a)
-            b = mp - a * mi
-            # mean squared fit residual, from centred moments (in float64)
-            res = (s5 / n - mp * mp) - 2.0 * a * cov + a * a * var_i
-            w = 1.0 / max(math.sqrt(max(res, 0.0)), _FIT_FLOOR)
-            oa[uintp(x)] = a * w
-            ob[uintp(x)] = b * w
-            ow[uintp(x)] = w
+    oddy = (y - cy) & 1
+    first = (y - 2 - oddy - cy) // 2  # hs row of the first colour row in [y - 3, y + 3]
+    nrow = 3 + oddy
+    h0, h1, h2 = hs[first], hs[first + 1], hs[first + 2]
+    h3 = hs[first + 3] if oddy else hs[first + 2]
+    f3 = 1.0 if oddy else 0.0
+    # 1 / samples, for both column parities: divisions are most of this fit's cost
+    inv_on, inv_off = 1.0 / (nrow * 3), 1.0 / (nrow * 4)
+    for x in range(x0, x1):
+        inv_n = inv_off if (x - cx) & 1 else inv_on
+        s0 = float(h0[0, uintp(x)]) + h1[0, uintp(x)] + h2[0, uintp(x)] + f3 * h3[0, uintp(x)]
+        s1 = float(h0[1, uintp(x)]) + h1[1, uintp(x)] + h2[1, uintp(x)] + f3 * h3[1, uintp(x)]
+        s2 = float(h0[2, uintp(x)]) + h1[2, uintp(x)] + h2[2, uintp(x)] + f3 * h3[2, uintp(x)]
+        s3 = float(h0[3, uintp(x)]) + h1[3, uintp(x)] + h2[3, uintp(x)] + f3 * h3[3, uintp(x)]
+        s4 = float(h0[4, uintp(x)]) + h1[4, uintp(x)] + h2[4, uintp(x)] + f3 * h3[4, uintp(x)]
+        s5 = float(h0[5, uintp(x)]) + h1[5, uintp(x)] + h2[5, uintp(x)] + f3 * h3[5, uintp(x)]
+        s6 = float(h0[6, uintp(x)]) + h1[6, uintp(x)] + h2[6, uintp(x)] + f3 * h3[6, uintp(x)]
+        mi = s2 * inv_n
+        mp = s3 * inv_n
+        var_i = s4 * inv_n - mi * mi
+        cov = s6 * inv_n - mi * mp
+        # MLRI's slope s0 / (s1 + n eps) and RI's cov / var, mixed over one division
+        d_ml = s1 * inv_n + _ML_EPS
+        d_ri = max(var_i, _RI_VAR_FLOOR)
+        a = ((1.0 - _RI_SHARE) * (s0 * inv_n) * d_ri + _RI_SHARE * cov * d_ml) / (d_ml * d_ri)
+        b = mp - a * mi
+        # mean squared fit residual, from centred moments (in float64)
+        res = (s5 * inv_n - mp * mp) - 2.0 * a * cov + a * a * var_i
+        w = 1.0 / max(math.sqrt(max(res, 0.0)), _FIT_FLOOR)
+        oa[uintp(x)] = a * w
+        ob[uintp(x)] = b * w
+        ow[uintp(x)] = w
+
+
+@njit(inline="always")
+def _box7_row(src, dst, x0, x1):  # pragma: no cover
+    """7-tap sums along a row."""
+    for x in range(x0, x1):
+        s = _F0
+        for k in range(2 * RB_RADIUS + 1):
+            s += src[uintp(x + k - RB_RADIUS)]
+        dst[uintp(x)] = s
+
+
+@njit(inline="always")
+def _box7_col(ring, p, y, x):  # pragma: no cover
+    """The sum of plane ``p``'s row sums over rows [y - 3, y + 3] (ring slots: rows modulo 7)."""
+    v = ring[p, (y - 3) % 7, uintp(x)]
+    for k in range(1, 2 * RB_RADIUS + 1):
+        v += ring[p, (y - 3 + k) % 7, uintp(x)]
+    return v
 
 
 @njit(parallel=True, cache=True)
-def _rb_tentative(g, aw_s, bw_s, ww_s, y0, y1, x0, x1, t):  # pragma: no cover
-    for y in prange(y0, y1):
-        gr, a, b, w, o = g[y], aw_s[y], bw_s[y], ww_s[y], t[y]
-        for x in range(x0, x1):
-            o[uintp(x)] = (a[uintp(x)] * gr[uintp(x)] + b[uintp(x)]) / w[uintp(x)]
+def _rb_fit(cy, cx, hs, g, y0, y1, x0, x1, t, rings, chunks):  # pragma: no cover
+    """Stage 4's tentative colour in [y0, y1) x [x0, x1): the fit's coefficients, averaged over
+    7x7 windows, applied to the green ``g``.
+
+    Row by row in ``chunks`` bands: a row's coefficients go into a per-thread ring of 7 rows of
+    row sums (``rings[thread, plane, slot]``; slot 7 holds the row itself), so the coefficient
+    planes and their sums never reach memory (the separate passes took twice as long).
+    """
+    n = y1 - y0
+    for c in prange(chunks):
+        ya = y0 + n * c // chunks
+        yb = y0 + n * (c + 1) // chunks
+        ring = rings[get_thread_id()]
+        for yc in range(ya - RB_RADIUS, yb + RB_RADIUS):
+            _rb_coef_row(cy, cx, hs, yc, x0 - RB_RADIUS, x1 + RB_RADIUS, ring[0, 7], ring[1, 7], ring[2, 7])
+            slot = yc % 7
+            for p in range(3):
+                _box7_row(ring[p, 7], ring[p, slot], x0, x1)
+            y = yc - RB_RADIUS
+            if y >= ya:
+                gr, o = g[y], t[y]
+                for x in range(x0, x1):
+                    a = _box7_col(ring, 0, y, x)
+                    b = _box7_col(ring, 1, y, x)
+                    w = _box7_col(ring, 2, y, x)
+                    o[uintp(x)] = (a * gr[uintp(x)] + b) / w
 
 
 @njit(inline="always")
@@ -640,84 +680,94 @@ _B2_SHARE = np.float32(B2_SHARE)
 
 
 @njit(parallel=True, cache=True)
-def _b2_rows(xp, g, r, cy, cx, y0, y1, x0, x1, hs):  # pragma: no cover
+def _b2_rows(xp, g, r, cy, cx, y0, y1, x0, x1, hs, buf):  # pragma: no cover
     """Row sums over the blue sites (row parity cy, column parity cx) in [x - 3, x + 3].
 
     ``hs[y // 2, k]`` for the blue rows: G, R, B, G^2, R^2, B^2, G R, G B, R B, with G the
-    green, R the red of stage 4 and B the mosaic.
+    green, R the red of stage 4 and B the mosaic; the terms are formed in a per-thread row
+    buffer (``buf``), then summed as in ``_rb_rows``.
     """
     for yy in prange((y0 - cy + 1) // 2, (y1 - cy + 1) // 2):
         y = 2 * yy + cy
         gr, rr, pr = g[y], r[y], xp[y]
+        t = buf[get_thread_id()]
+        t0, t1, t2, t3, t4, t5, t6, t7, t8 = t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8]
+        for q in range(x0 - 3, x1 + 3):
+            gi = gr[uintp(q)]
+            ri = rr[uintp(q)]
+            pi = pr[uintp(q)]
+            t0[uintp(q)] = gi
+            t1[uintp(q)] = ri
+            t2[uintp(q)] = pi
+            t3[uintp(q)] = gi * gi
+            t4[uintp(q)] = ri * ri
+            t5[uintp(q)] = pi * pi
+            t6[uintp(q)] = gi * ri
+            t7[uintp(q)] = gi * pi
+            t8[uintp(q)] = ri * pi
         h = hs[yy]
-        for x in range(x0, x1):
-            s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = s8 = _F0
-            odd = (x - cx) & 1
-            for j in range(4):
-                if j < 3 + odd:
-                    q = x - 2 - odd + 2 * j
-                    gi = gr[uintp(q)]
-                    ri = rr[uintp(q)]
-                    pi = pr[uintp(q)]
-                    s0 += gi
-                    s1 += ri
-                    s2 += pi
-                    s3 += gi * gi
-                    s4 += ri * ri
-                    s5 += pi * pi
-                    s6 += gi * ri
-                    s7 += gi * pi
-                    s8 += ri * pi
-            h[0, uintp(x)] = s0
-            h[1, uintp(x)] = s1
-            h[2, uintp(x)] = s2
-            h[3, uintp(x)] = s3
-            h[4, uintp(x)] = s4
-            h[5, uintp(x)] = s5
-            h[6, uintp(x)] = s6
-            h[7, uintp(x)] = s7
-            h[8, uintp(x)] = s8
+        for k in range(9):
+            _lattice_window_sums(t[k], h[k], x0, x1, cx)
+
+
+@njit(inline="always")
+def _b2_coef_row(cy, cx, hs, y, x0, x1, oag, oar, ob, ow, cs):  # pragma: no cover
+    """Row ``y``'s per-pixel two-guide fit over the 7x7 window, times its weight 1 / (fit
+    residual RMS); ``cs``: a float64 buffer of 9 rows for the window sums."""
+    nrow = _window_sums(hs, y, cy, 9, x0, x1, cs)
+    c0, c1, c2, c3, c4, c5, c6, c7, c8 = cs[0], cs[1], cs[2], cs[3], cs[4], cs[5], cs[6], cs[7], cs[8]
+    inv_on, inv_off = 1.0 / (nrow * 3), 1.0 / (nrow * 4)  # as in _rb_coef_row
+    for x in range(x0, x1):
+        inv_n = inv_off if (x - cx) & 1 else inv_on
+        mg = c0[uintp(x)] * inv_n
+        mr = c1[uintp(x)] * inv_n
+        mb = c2[uintp(x)] * inv_n
+        vgg = c3[uintp(x)] * inv_n - mg * mg
+        vrr = c4[uintp(x)] * inv_n - mr * mr
+        vbb = c5[uintp(x)] * inv_n - mb * mb
+        vgr = c6[uintp(x)] * inv_n - mg * mr
+        vgb = c7[uintp(x)] * inv_n - mg * mb
+        vrb = c8[uintp(x)] * inv_n - mr * mb
+        c00 = vgg + _B2_EPS
+        c11 = vrr + _B2_EPS
+        inv_det = 1.0 / (c00 * c11 - vgr * vgr)  # det > 0: the covariance is positive semi-definite
+        ag = (c11 * vgb - vgr * vrb) * inv_det
+        ar = (c00 * vrb - vgr * vgb) * inv_det
+        b = mb - ag * mg - ar * mr
+        res = vbb - 2.0 * (ag * vgb + ar * vrb) + ag * ag * vgg + 2.0 * ag * ar * vgr + ar * ar * vrr
+        w = 1.0 / max(math.sqrt(max(res, 0.0)), _FIT_FLOOR)
+        oag[uintp(x)] = ag * w
+        oar[uintp(x)] = ar * w
+        ob[uintp(x)] = b * w
+        ow[uintp(x)] = w
 
 
 @njit(parallel=True, cache=True)
-def _b2_coef(cy, cx, hs, y0, y1, x0, x1, agw, arw, bw, ww, buf):  # pragma: no cover
-    """Per-pixel two-guide fit over the 7x7 window, and its weight 1 / (fit residual RMS)."""
-    for y in prange(y0, y1):
-        cs = buf[get_thread_id()]
-        nrow = _window_sums(hs, y, cy, 9, x0, x1, cs)
-        c0, c1, c2, c3, c4, c5, c6, c7, c8 = cs[0], cs[1], cs[2], cs[3], cs[4], cs[5], cs[6], cs[7], cs[8]
-        oag, oar, ob, ow = agw[y], arw[y], bw[y], ww[y]
-        for x in range(x0, x1):
-            inv_n = 1.0 / float(nrow * (3 + ((x - cx) & 1)))
-            mg = c0[uintp(x)] * inv_n
-            mr = c1[uintp(x)] * inv_n
-            mb = c2[uintp(x)] * inv_n
-            vgg = c3[uintp(x)] * inv_n - mg * mg
-            vrr = c4[uintp(x)] * inv_n - mr * mr
-            vbb = c5[uintp(x)] * inv_n - mb * mb
-            vgr = c6[uintp(x)] * inv_n - mg * mr
-            vgb = c7[uintp(x)] * inv_n - mg * mb
-            vrb = c8[uintp(x)] * inv_n - mr * mb
-            c00 = vgg + _B2_EPS
-            c11 = vrr + _B2_EPS
-            det = c00 * c11 - vgr * vgr  # > 0: the covariance is positive semi-definite
-            ag = (c11 * vgb - vgr * vrb) / det
-            ar = (c00 * vrb - vgr * vgb) / det
-            b = mb - ag * mg - ar * mr
-            res = vbb - 2.0 * (ag * vgb + ar * vrb) + ag * ag * vgg + 2.0 * ag * ar * vgr + ar * ar * vrr
-            w = 1.0 / max(math.sqrt(max(res, 0.0)), _FIT_FLOOR)
-            oag[uintp(x)] = ag * w
-            oar[uintp(x)] = ar * w
-            ob[uintp(x)] = b * w
-            ow[uintp(x)] = w
-
-
-@njit(parallel=True, cache=True)
-def _b2_tentative(g, r, agw_s, arw_s, bw_s, ww_s, y0, y1, x0, x1, t):  # pragma: no cover
-    for y in prange(y0, y1):
-        gr, rr, ag, ar, b, w, o = g[y], r[y], agw_s[y], arw_s[y], bw_s[y], ww_s[y], t[y]
-        for x in range(x0, x1):
-            o[uintp(x)] = (ag[uintp(x)] * gr[uintp(x)] + ar[uintp(x)] * rr[uintp(x)] + b[uintp(x)]) / w[uintp(x)]
+def _b2_fit(cy, cx, hs, g, r, y0, y1, x0, x1, t, rings, sums, chunks):  # pragma: no cover
+    """Stage 5's tentative blue in [y0, y1) x [x0, x1): the two-guide fit's coefficients,
+    averaged over 7x7 windows, applied to green ``g`` and red ``r``; rows carried along as in
+    ``_rb_fit``."""
+    n = y1 - y0
+    for c in prange(chunks):
+        ya = y0 + n * c // chunks
+        yb = y0 + n * (c + 1) // chunks
+        tid = get_thread_id()
+        ring = rings[tid]
+        for yc in range(ya - RB_RADIUS, yb + RB_RADIUS):
+            _b2_coef_row(cy, cx, hs, yc, x0 - RB_RADIUS, x1 + RB_RADIUS,
+                         ring[0, 7], ring[1, 7], ring[2, 7], ring[3, 7], sums[tid])
+            slot = yc % 7
+            for p in range(4):
+                _box7_row(ring[p, 7], ring[p, slot], x0, x1)
+            y = yc - RB_RADIUS
+            if y >= ya:
+                gr, rr, o = g[y], r[y], t[y]
+                for x in range(x0, x1):
+                    ag = _box7_col(ring, 0, y, x)
+                    ar = _box7_col(ring, 1, y, x)
+                    b = _box7_col(ring, 2, y, x)
+                    w = _box7_col(ring, 3, y, x)
+                    o[uintp(x)] = (ag * gr[uintp(x)] + ar * rr[uintp(x)] + b) / w
 
 
 @njit(parallel=True, cache=True)
@@ -736,6 +786,13 @@ def _b2_output(xp, cy, cx, t, b4, pad, out):  # pragma: no cover
 
 
 # --- driver ------------------------------------------------------------------------------------
+
+
+def _chunks() -> int:
+    """Row bands for the kernels that carry rows along (``_rb_fit``): one per thread would
+    leave a core idle if the other is held up; each band recomputes 6 rows."""
+    n = numba.get_num_threads()
+    return 1 if n == 1 else 2 * n
 
 
 def _rias_block(xp, pad, oy, ox, out, ws):
@@ -793,17 +850,14 @@ def _rias_block(xp, pad, oy, ox, out, ws):
     # stage 4: red at (oy, ox), blue at the opposite phase; red is needed around the output
     # (stage 5's guide), blue only on it
     hs = ws["hs"]
-    aw, bw, ww, aws, bws, wws, t = dh, dv, d_short, d_long, gh, gv, wv
+    t = wv
+    chunks = _chunks()
     red, blue4 = ari[0], ari[1]
     rr = RB_RADIUS
     for (cy, cx), mt, m_out, full in (((oy, ox), m_t, m_r, red), ((1 - oy, 1 - ox), pad - 1, pad, blue4)):
         mc = mt - rr
         _rb_rows(xp, green, cy, cx, mc - rr, hp - mc + rr, mc, wp - mc, hs, buf)
-        _rb_coef(cy, cx, hs, mc, hp - mc, mc, wp - mc, aw, bw, ww)
-        for src, dst in ((aw, aws), (bw, bws), (ww, wws)):
-            _RB_ROWS(src, mc, hp - mc, mt, wp - mt, tmp)
-            _RB_COLS(tmp, mt, hp - mt, mt, wp - mt, dst)
-        _rb_tentative(green, aws, bws, wws, mt, hp - mt, mt, wp - mt, t)
+        _rb_fit(cy, cx, hs, green, mt, hp - mt, mt, wp - mt, t, ws["ring"], chunks)
         _rb_full(xp, cy, cx, t, m_out, hp - m_out, m_out, wp - m_out, full)
     _copy_plane(red, pad, 0, out)
 
@@ -811,14 +865,9 @@ def _rias_block(xp, pad, oy, ox, out, ws):
     cy, cx = 1 - oy, 1 - ox
     mt = pad - 1
     mc = mt - rr
-    agw, arw, b5w, w5 = dh, dv, d_short, d_long
-    agw_s, arw_s, b5w_s, w5_s, t5 = gh, gv, wv, ari[2], ari[3]
-    _b2_rows(xp, green, red, cy, cx, mc - rr, hp - mc + rr, mc, wp - mc, hs)
-    _b2_coef(cy, cx, hs, mc, hp - mc, mc, wp - mc, agw, arw, b5w, w5, ws["sums"])
-    for src, dst in ((agw, agw_s), (arw, arw_s), (b5w, b5w_s), (w5, w5_s)):
-        _RB_ROWS(src, mc, hp - mc, mt, wp - mt, tmp)
-        _RB_COLS(tmp, mt, hp - mt, mt, wp - mt, dst)
-    _b2_tentative(green, red, agw_s, arw_s, b5w_s, w5_s, mt, hp - mt, mt, wp - mt, t5)
+    t5 = ari[3]
+    _b2_rows(xp, green, red, cy, cx, mc - rr, hp - mc + rr, mc, wp - mc, hs, buf)
+    _b2_fit(cy, cx, hs, green, red, mt, hp - mt, mt, wp - mt, t5, ws["ring"], ws["sums"], chunks)
     _b2_output(xp, cy, cx, t5, blue4, pad, out)
 
 STRIP = 512  # output rows per block (even), at most: bounds the workspace
@@ -839,6 +888,7 @@ def _workspace_for(rows: int, wp: int) -> dict:
         "ari": (4, np.float32, (rows, wp)),
         "hs": (1, np.float32, (rows // 2 + 1, 9, wp)),  # stage 4: 7 sums, stage 5: 9
         "sums": (1, np.float64, (threads, 9, wp)),
+        "ring": (1, np.float32, (threads, 4, 8, wp)),  # stages 4 and 5: row sums of 7 rows + one
     }
     buffers = getattr(_workspace, "buffers", None)
     if buffers is None or any(buffers[k][0].size < math.prod(shape) for k, (_, _, shape) in sizes.items()):
@@ -847,7 +897,7 @@ def _workspace_for(rows: int, wp: int) -> dict:
         buffers = _workspace.buffers = {k: [np.empty(max(math.prod(shape), old.get(k, 0)), dtype) for _ in range(n)]
                    for k, (n, dtype, shape) in sizes.items()}
     ws = {k: [b[:math.prod(shape)].reshape(shape) for b in buffers[k]] for k, (_, _, shape) in sizes.items()}
-    for k in ("rowbuf", "hs", "sums"):
+    for k in ("rowbuf", "hs", "sums", "ring"):
         ws[k] = ws[k][0]
     return ws
 
