@@ -663,16 +663,6 @@ def _rb_full(xp, cy, cx, t, y0, y1, x0, x1, dst):  # pragma: no cover
             o[uintp(x)] = _with_residual(xn, xc, xs, tn, tc, ts, x, oy, (x - cx) & 1)
 
 
-@njit(parallel=True, cache=True)
-def _copy_plane(src, pad, chan, out):  # pragma: no cover
-    h, w = out.shape[0], out.shape[1]
-    for y in prange(h):
-        s = src[y + pad]
-        o = out[y]
-        for x in range(w):
-            o[uintp(x), chan] = s[uintp(x + pad)]
-
-
 # --- stage 5: blue with green and red as guides ------------------------------------------------
 
 _B2_EPS = B2_EPS
@@ -771,17 +761,21 @@ def _b2_fit(cy, cx, hs, g, r, y0, y1, x0, x1, t, rings, sums, chunks):  # pragma
 
 
 @njit(parallel=True, cache=True)
-def _b2_output(xp, cy, cx, t, b4, pad, out):  # pragma: no cover
-    """Output blue: stage 4's ``b4`` and stage 5's (tentative ``t`` + residual), mixed."""
+def _output(xp, cy, cx, t, b4, red, green, pad, out):  # pragma: no cover
+    """The output pixels: ``red``, ``green`` and the blue of stage 5 (tentative ``t`` + residual)
+    mixed with stage 4's ``b4``; all three channels in one pass over the interleaved output."""
     h, w = out.shape[0], out.shape[1]
     for y in prange(h):
         py = y + pad
         xn, xc, xs, tn, tc, ts, b = xp[py - 1], xp[py], xp[py + 1], t[py - 1], t[py], t[py + 1], b4[py]
+        r, g = red[py], green[py]
         oy = (py - cy) & 1
         o = out[y]
         for x in range(w):
             px = x + pad
             v = _with_residual(xn, xc, xs, tn, tc, ts, px, oy, (px - cx) & 1)
+            o[uintp(x), 0] = r[uintp(px)]
+            o[uintp(x), 1] = g[uintp(px)]
             o[uintp(x), 2] = b[uintp(px)] + _B2_SHARE * (v - b[uintp(px)])
 
 
@@ -845,7 +839,6 @@ def _rias_block(xp, pad, oy, ox, out, ws):
         _BLEND_COLS(tmp, m_g, hp - m_g, m_g, wp - m_g, dst)
     green = wh
     _green(xp, oy, ox, d_short, d_long, dis_s, lap_s, *ari, m_g, hp - m_g, m_g, wp - m_g, green)
-    _copy_plane(green, pad, 1, out)
 
     # stage 4: red at (oy, ox), blue at the opposite phase; red is needed around the output
     # (stage 5's guide), blue only on it
@@ -859,7 +852,6 @@ def _rias_block(xp, pad, oy, ox, out, ws):
         _rb_rows(xp, green, cy, cx, mc - rr, hp - mc + rr, mc, wp - mc, hs, buf)
         _rb_fit(cy, cx, hs, green, mt, hp - mt, mt, wp - mt, t, ws["ring"], chunks)
         _rb_full(xp, cy, cx, t, m_out, hp - m_out, m_out, wp - m_out, full)
-    _copy_plane(red, pad, 0, out)
 
     # stage 5: blue with green and red as guides, mixed with stage 4's blue
     cy, cx = 1 - oy, 1 - ox
@@ -868,7 +860,8 @@ def _rias_block(xp, pad, oy, ox, out, ws):
     t5 = ari[3]
     _b2_rows(xp, green, red, cy, cx, mc - rr, hp - mc + rr, mc, wp - mc, hs, buf)
     _b2_fit(cy, cx, hs, green, red, mt, hp - mt, mt, wp - mt, t5, ws["ring"], ws["sums"], chunks)
-    _b2_output(xp, cy, cx, t5, blue4, pad, out)
+    _output(xp, cy, cx, t5, blue4, red, green, pad, out)
+
 
 STRIP = 512  # output rows per block (even), at most: bounds the workspace
 
