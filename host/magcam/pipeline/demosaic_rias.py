@@ -815,7 +815,7 @@ def _rias_block(xp, pad, oy, ox, out, ws):
     dh, dv, p3, p4, p5, p6 = (plane() for _ in range(6))
     ari = [b[:hp] for b in ws["ari"]]  # horizontal and vertical stage 1b difference and criterion
     _stage1(xp, oy, ox, m_1, m_g, buf, dh, ari[0], ari[1], p3, p4)
-    xt = ws["t"][0][:, :hp]
+    xt = ws["t"][0][:, :hp]  # planes 2-7 (p3 .. t_c below): nothing in them is live until stage 2
     cv2.transpose(xp, xt)  # OpenCV's blocked transpose: ~2x numpy's strided copy
     tp = [b[:, :hp] for b in ws["t"][1:]]
     _stage1(xt, ox, oy, m_1, m_g, buf, *tp[:5])
@@ -880,7 +880,6 @@ def _workspace_for(rows: int, wp: int) -> dict:
     threads = numba.config.NUMBA_NUM_THREADS
     sizes = {  # name: (count, dtype, shape)
         "planes": (9, np.float32, (rows, wp)),
-        "t": (6, np.float32, (wp, rows)),
         "rowbuf": (1, np.float32, (threads, 10, max(wp, rows))),
         "ari": (4, np.float32, (rows, wp)),
         "hs": (1, np.float32, (rows // 2 + 1, 9, wp)),  # stage 4: 7 sums, stage 5: 9
@@ -896,6 +895,9 @@ def _workspace_for(rows: int, wp: int) -> dict:
     ws = {k: [b[:math.prod(shape)].reshape(shape) for b in buffers[k]] for k, (_, _, shape) in sizes.items()}
     for k in ("rowbuf", "hs", "sums", "ring"):
         ws[k] = ws[k][0]
+    # The transposed mosaic and stage 1's column-direction outputs live in planes 2-7, which are
+    # free while stage 1 runs along the columns (see _rias_block): 6 planes less to hold.
+    ws["t"] = [buffers["planes"][i][:rows * wp].reshape(wp, rows) for i in range(2, 8)]
     return ws
 
 
