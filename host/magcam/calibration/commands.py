@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -35,6 +36,22 @@ def _load_descriptor(path: Path | None) -> dict:
     if not isinstance(d, dict) or "color" not in d:
         raise click.BadParameter(f"{path}: not a module descriptor (no 'color' section)", param_hint="--descriptor")
     return d
+
+
+@contextmanager
+def _exit_on_failure(out: Reporter):
+    """A capture, fit or store that fails says why on one line and exits 1 (no traceback)."""
+    from magcam.pipeline.errors import PipelineError
+
+    try:
+        yield
+    except (PipelineError, LinkError, OSError, ValueError) as e:
+        out.error(str(e))
+        sys.exit(1)
+
+
+def _stored_text(stored: str | None, dry_run: bool) -> str:
+    return f"on the module at {stored}" if stored else ("no (--dry-run)" if dry_run else "no")
 
 
 def _finish(out: Reporter, res, new: dict, out_path: Path | None, stored: str | None) -> dict:
@@ -123,14 +140,13 @@ def color_cmd(port, from_file, corners, descriptor_path, out_path, size, exposur
     from magcam.calibration import color as cal
     from magcam.calibration import device
     from magcam.pipeline import color as pipeline_color
-    from magcam.pipeline.errors import PipelineError
 
     out = Reporter(json_mode)
     pts = _parse_corners(corners)
     if from_file is not None and out_path is None and not dry_run:
         raise click.UsageError("--from needs -o FILE.json (where the calibrated descriptor goes) or --dry-run")
     stored = None
-    try:
+    with _exit_on_failure(out):
         if from_file is not None:
             from magcam import rawio
 
@@ -156,9 +172,6 @@ def color_cmd(port, from_file, corners, descriptor_path, out_path, size, exposur
                     _check_fit(res, cam.port)
                     device.store(cam, new)
                     stored = cam.port
-    except (PipelineError, LinkError, OSError, ValueError) as e:
-        out.error(str(e))
-        sys.exit(1)
     summary = _finish(out, res, new, out_path, stored)
     if json_mode:
         out.result(summary)
@@ -170,7 +183,7 @@ def color_cmd(port, from_file, corners, descriptor_path, out_path, size, exposur
         "dE2000 after": f"mean {res.after.mean:.2f}, max {res.after.max:.2f}",
         "root-polynomial (not stored)": f"mean {rp.mean:.2f}, max {rp.max:.2f}",
         "color_matrix_1": " ".join(f"{v:.4f}" for v in res.xyz_to_camera.ravel()),
-        "stored": f"on the module at {stored}" if stored else ("no (--dry-run)" if dry_run else "no"),
+        "stored": _stored_text(stored, dry_run),
         **({"descriptor": str(out_path)} if out_path else {}),
     })
 
@@ -207,7 +220,6 @@ def shading_cmd(port, frames, dark, dark_frames, cover, flat_files, descriptor_p
     import numpy as np
 
     from magcam.calibration import device, shading
-    from magcam.pipeline.errors import PipelineError
     from magcam.pipeline.shading import GainMap
 
     out = Reporter(json_mode)
@@ -219,7 +231,7 @@ def shading_cmd(port, frames, dark, dark_frames, cover, flat_files, descriptor_p
     if not flat_files and dark not in (None, "-"):
         raise click.UsageError("--dark FILE goes with --flat FILES; to capture a dark frame give --dark alone")
     stored, verify = None, None
-    try:
+    with _exit_on_failure(out):
         if flat_files:
             from magcam import rawio
 
@@ -259,9 +271,6 @@ def shading_cmd(port, frames, dark, dark_frames, cover, flat_files, descriptor_p
                 if not dry_run:
                     device.store(cam, new)
                     stored = cam.port
-    except (PipelineError, LinkError, OSError, ValueError) as e:
-        out.error(str(e))
-        sys.exit(1)
     summary = _finish(out, res, new, out_path, stored)
     summary.update(verify or {})
     summary["descriptor_bytes"] = shading.descriptor_bytes(new)
@@ -276,6 +285,6 @@ def shading_cmd(port, frames, dark, dark_frames, cover, flat_files, descriptor_p
         **({"flatness of a new frame": f"{verify['flatness_before_pct']:.2f} % -> {verify['flatness_after_pct']:.2f} %"}
            if verify else {}),
         "descriptor": f"{summary['descriptor_bytes']} bytes",
-        "stored": f"on the module at {stored}" if stored else ("no (--dry-run)" if dry_run else "no"),
+        "stored": _stored_text(stored, dry_run),
         **({"file": str(out_path)} if out_path else {}),
     })
