@@ -612,6 +612,21 @@ def _box7_col(ring, p, y, x):  # pragma: no cover
     return v
 
 
+@njit(inline="always")
+def _band(y0, y1, c, chunks):  # pragma: no cover
+    """Rows [ya, yb) of band ``c`` of ``chunks`` equal bands of [y0, y1)."""
+    n = y1 - y0
+    return y0 + n * c // chunks, y0 + n * (c + 1) // chunks
+
+
+@njit(inline="always")
+def _push_row_sums(ring, planes, yc, x0, x1):  # pragma: no cover
+    """Row ``yc``'s coefficients (slot 7 of each plane) -> their 7-tap sums, into slot yc % 7."""
+    slot = yc % 7
+    for p in range(planes):
+        _box7_row(ring[p, 7], ring[p, slot], x0, x1)
+
+
 @njit(parallel=True, cache=True)
 def _rb_fit(cy, cx, hs, g, y0, y1, x0, x1, t, rings, chunks):  # pragma: no cover
     """Stage 4's tentative colour in [y0, y1) x [x0, x1): the fit's coefficients, averaged over
@@ -622,16 +637,12 @@ def _rb_fit(cy, cx, hs, g, y0, y1, x0, x1, t, rings, chunks):  # pragma: no cove
     planes and their sums never reach memory: one pass where there were five (fit, row sums and
     column sums of three planes, tentative), ~15 % faster.
     """
-    n = y1 - y0
     for c in prange(chunks):
-        ya = y0 + n * c // chunks
-        yb = y0 + n * (c + 1) // chunks
+        ya, yb = _band(y0, y1, c, chunks)
         ring = rings[get_thread_id()]
         for yc in range(ya - RB_RADIUS, yb + RB_RADIUS):
             _rb_coef_row(cy, cx, hs, yc, x0 - RB_RADIUS, x1 + RB_RADIUS, ring[0, 7], ring[1, 7], ring[2, 7])
-            slot = yc % 7
-            for p in range(3):
-                _box7_row(ring[p, 7], ring[p, slot], x0, x1)
+            _push_row_sums(ring, 3, yc, x0, x1)
             y = yc - RB_RADIUS
             if y >= ya:
                 gr, o = g[y], t[y]
@@ -742,18 +753,14 @@ def _b2_fit(cy, cx, hs, g, r, y0, y1, x0, x1, t, rings, sums, chunks):  # pragma
     """Stage 5's tentative blue in [y0, y1) x [x0, x1): the two-guide fit's coefficients,
     averaged over 7x7 windows, applied to green ``g`` and red ``r``; rows carried along as in
     ``_rb_fit``."""
-    n = y1 - y0
     for c in prange(chunks):
-        ya = y0 + n * c // chunks
-        yb = y0 + n * (c + 1) // chunks
+        ya, yb = _band(y0, y1, c, chunks)
         tid = get_thread_id()
         ring = rings[tid]
         for yc in range(ya - RB_RADIUS, yb + RB_RADIUS):
             _b2_coef_row(cy, cx, hs, yc, x0 - RB_RADIUS, x1 + RB_RADIUS,
                          ring[0, 7], ring[1, 7], ring[2, 7], ring[3, 7], sums[tid])
-            slot = yc % 7
-            for p in range(4):
-                _box7_row(ring[p, 7], ring[p, slot], x0, x1)
+            _push_row_sums(ring, 4, yc, x0, x1)
             y = yc - RB_RADIUS
             if y >= ya:
                 gr, rr, o = g[y], r[y], t[y]
