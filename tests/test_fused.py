@@ -48,7 +48,8 @@ def stage_chain(raw, **options) -> np.ndarray:
             acc += b * m[c, 2]
             rgb[..., c] = acc
     if o.denoise > 0 or o.chroma_denoise > 0:
-        rgb = denoise.denoise(rgb, chroma=o.chroma_denoise, luma=o.denoise, sigma=plan.luma_sigma)
+        rgb = denoise.denoise(rgb, chroma=o.chroma_denoise, luma=o.denoise, sigma=plan.luma_sigma,
+                              chroma_sigma=plan.chroma_sigma)
     enc = plan.encoder(rgb)
     if o.sharpen > 0:
         enc = sharpen.sharpen(enc, o.sharpen, o.sharpen_radius)

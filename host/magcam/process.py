@@ -203,6 +203,7 @@ class Plan:
     known: np.ndarray | None
     noise: Callable | None  # raw-domain sigma(level), for defects
     luma_sigma: Callable | None  # output-domain sigma(level), for luma denoise
+    chroma_sigma: tuple | None  # (Cr, Cb) output-domain CHROMA_K sigma(level), for chroma denoise
     neutral: np.ndarray
     stats: dict = field(default_factory=dict)
     cfa_margin: int = 0  # defects' reach on the CFA
@@ -247,7 +248,7 @@ def make_plan(raw: RawImage, opts: Options, *, warm: bool = True) -> Plan:
 
     black = black_stage.check_levels(raw.black, raw.white)
     stats: dict = {}
-    need_noise = opts.defects or opts.denoise > 0
+    need_noise = opts.defects or opts.denoise > 0 or opts.chroma_denoise > 0
     grey = whitebalance.GreyWorld(raw.cfa) if opts.wb == "auto" else None
     sampler = NoiseSampler(raw.cfa) if need_noise else None
     if grey is not None or sampler is not None:
@@ -289,17 +290,18 @@ def make_plan(raw: RawImage, opts: Options, *, warm: bool = True) -> Plan:
     bits = opts.bits or 8
     encoder = tone.Encoder(opts.gamma, opts.tone, headroom, steps=1 << (16 if bits == 8 else 20))
 
-    noise = luma_sigma = None
+    noise = luma_sigma = chroma_sigma = None
     if noise_ab is not None:
         noise = sigma_fn(*noise_ab)
         w = np.array([0.25, 0.5, 0.25]) @ matrix
         luma_sigma = sigma_fn(*noise_ab, scale=float(np.sqrt(np.sum((w * mult) ** 2))))
+        chroma_sigma = denoise.chroma_thresholds(*noise_ab, matrix, mult)
     plan = Plan(opts=opts, raw=raw, method=method, demosaic_fn=fn, margin=margin,
                 site_mult=whitebalance.site_multipliers(mult, raw.cfa),
                 cfa_clip=site_clip if opts.highlights == "clip" else None,
                 rgb_clip=clip_levels if opts.highlights == "clip" else None,
                 mult=mult, matrix=matrix, encoder=encoder, bits=bits, gain_map=gain_map, known=known,
-                noise=noise, luma_sigma=luma_sigma, neutral=neutral, stats=stats,
+                noise=noise, luma_sigma=luma_sigma, chroma_sigma=chroma_sigma, neutral=neutral, stats=stats,
                 cfa_margin=cfa_margin, overlap=overlap, post=post)
     if min(raw.height, raw.width) > 2 * overlap + 2:  # else the mirrored padding needs more than the frame
         plan.padded_kernel = _padded_kernels().get(fn)
@@ -332,6 +334,10 @@ def _kernel_args(plan: Plan, black: np.ndarray, noise_ab) -> dict:
         "none2": none2,
         "none2_u8": np.zeros((0, 0), np.uint8),
         "top_code": f32(255 if plan.bits == 8 else 65535),
+        # chroma denoise's noise thresholds (a, b, Cr scale, Cb scale) as in denoise.chroma_thresholds;
+        # empty: none measured, a plain low-pass
+        "chroma_noise": (np.array([a, b, *denoise.chroma_scales(plan.matrix, plan.mult)], f32)
+                         if noise_ab is not None else np.zeros(0, f32)),
     }
     lut = k["lut"]
     k["lut_scale"] = f32((len(lut) - 1) / plan.encoder.top) if len(lut) else f32(1)
@@ -506,7 +512,8 @@ def _tile(plan: Plan, core: tuple[int, int, int, int], dst: np.ndarray, dy: int,
         luma = denoise._luma(y_plane, o.denoise, plan.luma_sigma)
     lap("denoise")
     ye = np.empty((oh, ow), np.float32) if o.sharpen > 0 else k["none2"]
-    fused.encode(rgb, half_cr, half_cb, np.float32(o.chroma_denoise), luma, k["lut"], k["lut_scale"], k["top"], ye)
+    fused.encode(rgb, half_cr, half_cb, np.float32(o.chroma_denoise), k["chroma_noise"], luma, k["lut"],
+                 k["lut_scale"], k["top"], ye)
     lap("tone")
     fused.sharpen_quantize(rgb, ye, k["taps"], np.float32(o.sharpen), k["top_code"],
                            y0 - oy0, x0 - ox0, y1 - oy0, x1 - ox0, dst, dy, dx)

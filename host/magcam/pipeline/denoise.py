@@ -6,9 +6,14 @@ The image is taken to an opponent space (exactly invertible)::
 
 * chroma (``chroma`` strength, 0..1): Cr and Cb are averaged over 2x2 blocks, a 5x5 median
   at that half resolution (an edge-preserving 10x10 px footprint: colour blotches go, colour
-  edges stay) and a 5-tap binomial smooth follow, and the result is upsampled bilinearly and
-  mixed with the original by the strength. The eye resolves colour far more coarsely than
-  brightness, so this removes most visible noise at no visible cost;
+  edges stay) and a 5-tap binomial smooth follow, and the result is upsampled bilinearly. The
+  eye resolves colour far more coarsely than brightness, so this removes most visible noise.
+  Given the frame's noise (``chroma_sigma``: level -> the Cr and Cb noise), only what the
+  smoothing takes away *within* ``CHROMA_K`` sigma of the pixel's own chroma is removed
+  (times the strength): noise goes, while fine colour detail standing out of the noise (a
+  thin coloured line, a colour edge's first pixels) is kept less that threshold, so a clean
+  frame keeps its full colour resolution. Without it, the smoothed chroma is mixed with the
+  original by the strength wherever it differs (a plain low-pass);
 * luma (``luma`` strength, ~0..2): the high-pass ``Y - blur(Y)`` (5-tap binomial) is
   soft-thresholded at ``strength * sigma(level)`` from the frame's measured noise model, so
   grain below the noise level goes and edges, far above it, stay (less the threshold).
@@ -27,6 +32,12 @@ from magcam.pipeline import filters
 # chroma: 2x2 average (0), 5x5 median at half res (2 -> 4 px), binomial5 (2 -> 4 px),
 # bilinear upsample (1 half-res px -> 2 px); luma: binomial5 (2 px). Rounded up, even.
 MARGIN = 12
+# Chroma residuals within this many sigma of the frame's noise model (taken through the colour
+# matrix; RIAS demosaicing leaves about half that much chroma noise) count as noise. 3 rather
+# than 2: it still removes noise that was never smoothed by a demosaic (i.i.d. per pixel) about
+# as well as the plain low-pass (tests), for 0.1-0.3 dB less CPSNR on the ISP chart
+# (docs/pipeline.md).
+CHROMA_K = 3.0
 
 
 def to_opponent(rgb: np.ndarray):
@@ -43,20 +54,42 @@ def from_opponent(y, cr, cb, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def denoise(rgb: np.ndarray, *, chroma: float = 0.0, luma: float = 0.0, sigma=None) -> np.ndarray:
-    """Denoise (H, W, 3) float32 with even H, W (a region at even frame coordinates)."""
+def denoise(rgb: np.ndarray, *, chroma: float = 0.0, luma: float = 0.0, sigma=None, chroma_sigma=None) -> np.ndarray:
+    """Denoise (H, W, 3) float32 with even H, W (a region at even frame coordinates).
+
+    ``sigma``: level -> luma noise; ``chroma_sigma``: a pair level -> Cr, Cb noise, each
+    already times ``CHROMA_K`` (see ``chroma_thresholds``); None: chroma is plainly low-passed."""
     if chroma <= 0 and (luma <= 0 or sigma is None):
         return rgb
     y, cr, cb = to_opponent(rgb)
     if chroma > 0:
-        cr = _chroma(cr, chroma)
-        cb = _chroma(cb, chroma)
+        level = np.maximum(y, np.float32(0)) if chroma_sigma is not None else None
+        cr = _chroma(cr, chroma, None if level is None else chroma_sigma[0](level))
+        cb = _chroma(cb, chroma, None if level is None else chroma_sigma[1](level))
     if luma > 0 and sigma is not None:
         y = _luma(y, luma, sigma)
     return from_opponent(y, cr, cb, rgb)
 
 
-def _chroma(c: np.ndarray, strength: float) -> np.ndarray:
+def chroma_scales(matrix: np.ndarray, mult: np.ndarray) -> tuple[float, float]:
+    """``CHROMA_K`` times the factor from raw noise (white = 1) to the noise of Cr = R - G and
+    Cb = B - G after white balance ``mult`` and ``matrix`` (independent noise per raw channel:
+    each weight's square adds)."""
+    m = np.asarray(matrix, np.float64) * np.asarray(mult, np.float64)  # output = m @ balanced raw
+    cr, cb = (float(np.sqrt(np.sum((np.array(w, np.float64) @ m) ** 2))) for w in ((1, -1, 0), (0, -1, 1)))
+    return CHROMA_K * cr, CHROMA_K * cb
+
+
+def chroma_thresholds(a: float, b: float, matrix: np.ndarray, mult: np.ndarray):
+    """The noise model ``sigma^2 = a level + b`` -> ``denoise``'s ``chroma_sigma``: the pair
+    level -> ``CHROMA_K`` sigma of Cr and of Cb."""
+    from magcam.pipeline.noise import sigma_fn
+
+    return tuple(sigma_fn(a, b, scale=s) for s in chroma_scales(matrix, mult))
+
+
+def _chroma(c: np.ndarray, strength: float, threshold=None) -> np.ndarray:
+    """``threshold``: per-pixel noise threshold (float32, c's shape) or None (plain low-pass)."""
     h, w = c.shape
     half = (c[0::2, 0::2] + c[0::2, 1::2]) + (c[1::2, 0::2] + c[1::2, 1::2])
     half *= np.float32(0.25)
@@ -64,6 +97,13 @@ def _chroma(c: np.ndarray, strength: float) -> np.ndarray:
         half = cv2.medianBlur(np.ascontiguousarray(half), 5)
     half = filters.separable(half, filters.BINOMIAL5)
     full = _upsample2(half)
+    if threshold is not None:  # c - strength * clip(c - full, -t, t), in this order (fused.encode)
+        full -= c
+        np.negative(full, out=full)
+        np.clip(full, -threshold, threshold, out=full)
+        full *= np.float32(strength)
+        np.subtract(c, full, out=full)
+        return full
     if strength >= 1:
         return full
     s = np.float32(strength)

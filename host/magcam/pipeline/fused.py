@@ -8,7 +8,7 @@ Usage::
     fused.prepare_cfa(norm, 0, h, 0, w, detect, params, known, gains, site_mult, cfa_clip, xp, oy, ox)
     # ... demosaic xp -> rgb ...
     fused.colour(rgb, rgb_clip, matrix, use_matrix, half_cr, half_cb)       # in place, + chroma
-    fused.encode(rgb, cr, cb, strength, luma, lut, lut_scale, top, ye)      # in place, encoded
+    fused.encode(rgb, cr, cb, strength, cnoise, luma, lut, lut_scale, top, ye)  # in place, encoded
     fused.sharpen_quantize(rgb, ye, taps, amount, top_code, y0, x0, y1, x1, out, oy, ox)  # -> uint8
 
 Each function does what a chain of stage modules does, in one pass over the tile and without
@@ -349,13 +349,28 @@ def _lut(v, lut, n, top, lut_scale):  # pragma: no cover
     return lut[min(max(i, 0), n - 1)]
 
 
+@njit(inline="always")
+def _chroma_within(cr, cb, fr, fb, yy, strength, na, nb, ns_r, ns_b):  # pragma: no cover
+    """``denoise._chroma`` with a threshold, for one pixel: ``c - strength * clip(c - f, -t, t)``,
+    ``t`` the noise model's sigma at the pixel's luma times the channel's scale."""
+    sq = np.sqrt(max(yy, _F0) * na + nb)
+    tr = sq * ns_r
+    tb = sq * ns_b
+    dr = min(max(cr - fr, -tr), tr)
+    db = min(max(cb - fb, -tb), tb)
+    return cr - dr * strength, cb - db * strength
+
+
 @njit(cache=True, nogil=True)
-def encode(rgb, cr_half, cb_half, strength, luma, lut, lut_scale, top, ye):  # pragma: no cover
+def encode(rgb, cr_half, cb_half, strength, cnoise, luma, lut, lut_scale, top, ye):  # pragma: no cover
     """In place: chroma denoise's second half, luma, the tone encoding; and ``ye``, the encoded
     luma (R + 2G + B) / 4 that sharpening works on (skipped when ``ye`` is empty).
 
-    ``cr_half``/``cb_half``: the smoothed half-resolution chroma (empty: no chroma denoise),
-    mixed with the pixel's own by ``strength`` (< 1) or replacing it; ``luma``: a denoised
+    ``cr_half``/``cb_half``: the smoothed half-resolution chroma (empty: no chroma denoise);
+    the part of its difference from the pixel's own chroma that lies within the pixel's noise
+    threshold, times ``strength``, is taken away (``denoise._chroma`` with a threshold; the
+    level is the pixel's luma). ``cnoise``: float32 noise model a, b and the Cr, Cb scales of
+    ``denoise.chroma_scales`` (needed with chroma). ``luma``: a denoised
     luma plane to use instead of the pixel's (empty: none). With either, the pixel goes to
     the opponent space and back, as ``denoise.denoise`` does. ``lut``: ``tone.Encoder``'s table
     (empty: linear, clip to [0, 1]) indexed by ``clip(v, 0, top) * lut_scale + 0.5``.
@@ -365,7 +380,7 @@ def encode(rgb, cr_half, cb_half, strength, luma, lut, lut_scale, top, ye):  # p
     use_luma = luma.shape[0] > 0
     use_lut = lut.shape[0] > 0
     want_ye = ye.shape[0] > 0
-    mix = strength < _F1
+    na, nb, ns_r, ns_b = (cnoise[0], cnoise[1], cnoise[2], cnoise[3]) if use_chroma else (_F0, _F0, _F0, _F0)
     n = lut.shape[0]
     hw = cr_half.shape[1]
     vert = np.empty(hw, np.float32)
@@ -383,10 +398,7 @@ def encode(rgb, cr_half, cb_half, strength, luma, lut, lut_scale, top, ye):  # p
                 r, g, b = row[xu, 0], row[xu, 1], row[xu, 2]
                 yy = (r + g + g + b) * _F025
                 cr, cb = r - g, b - g
-                fr, fb = up_r[xu], up_b[xu]
-                if mix:
-                    fr = (fr - cr) * strength + cr
-                    fb = (fb - cb) * strength + cb
+                fr, fb = _chroma_within(cr, cb, up_r[xu], up_b[xu], yy, strength, na, nb, ns_r, ns_b)
                 g = yy - (fr + fb) * _F025
                 row[xu, 0] = fr + g
                 row[xu, 1] = g
@@ -398,11 +410,8 @@ def encode(rgb, cr_half, cb_half, strength, luma, lut, lut_scale, top, ye):  # p
                 r, g, b = row[xu, 0], row[xu, 1], row[xu, 2]
                 cr, cb = r - g, b - g
                 if use_chroma:
-                    fr, fb = up_r[xu], up_b[xu]
-                    if mix:
-                        fr = (fr - cr) * strength + cr
-                        fb = (fb - cb) * strength + cb
-                    cr, cb = fr, fb
+                    yy = (r + g + g + b) * _F025
+                    cr, cb = _chroma_within(cr, cb, up_r[xu], up_b[xu], yy, strength, na, nb, ns_r, ns_b)
                 g = lrow[xu] - (cr + cb) * _F025
                 row[xu, 0] = cr + g
                 row[xu, 1] = g
@@ -478,5 +487,5 @@ def warm_up(out_dtype=np.uint8) -> None:
     colour(rgb, np.ones(3, f32), np.eye(3, dtype=f32), True, half, half.copy())
     separable(half, np.ones(3, f32) / f32(3))
     ye = np.zeros((8, 8), f32)
-    encode(rgb, half, half, f32(0.5), none2, np.zeros(4, f32), f32(1), f32(1), ye)
+    encode(rgb, half, half, f32(0.5), np.zeros(4, f32), none2, np.zeros(4, f32), f32(1), f32(1), ye)
     sharpen_quantize(rgb, ye, np.ones(3, f32) / f32(3), f32(0.3), f32(255), 0, 0, 8, 8, np.zeros((8, 8, 3), out_dtype), 0, 0)
