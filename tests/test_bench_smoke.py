@@ -39,8 +39,10 @@ def test_isp_benchmark_runs_every_engine_on_a_small_dng():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)["rows"]
-    assert [r["engine"] for r in rows] == ["magcam", "linear", "ahd", "aahd"]
+    assert [r["engine"] for r in rows] == ["magcam", "magcam-fast", "linear", "ahd", "aahd"]
     assert all(r["cpsnr_db"] > 25 and r["seconds"] > 0 and r["rss_mb"] > 0 for r in rows)
+    cpsnr = {r["engine"]: r["cpsnr_db"] for r in rows}
+    assert cpsnr["magcam"] > cpsnr["magcam-fast"] > cpsnr["linear"]  # RIAS > Malvar > bilinear
     assert next(r for r in rows if r["engine"] == "ahd")["vs_ahd"] == 1.0
 
 

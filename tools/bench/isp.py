@@ -1,6 +1,10 @@
 """ISP benchmark: magcam's pipeline against LibRaw (rawpy) on the same DNG, in one run.
 
-    python tools/bench/isp.py [--sizes 24,100] [--engines magcam,linear,ahd,aahd] [--json]
+    python tools/bench/isp.py [--sizes 24,100] [--engines magcam,magcam-fast,linear,ahd,aahd] [--json]
+
+Engines: ``magcam`` is ``magcam process``'s default path (RIAS demosaic), ``magcam-fast`` its
+``fast`` preset (Malvar demosaic, no denoise or sharpening): the pipeline's own floor, what every
+path pays besides the default demosaic; ``linear``, ``ahd``, ``aahd`` are rawpy (LibRaw).
 
 For each size it builds a 12-bit DNG of the drawn test chart through the simulator's sensor model
 (made noise-free: a huge full well, no read noise), so the true camera-RGB image is known. Then
@@ -32,7 +36,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 SIZES_MP = {2: (1632, 1224), 24: (5664, 4248), 100: (11552, 8672)}
-ENGINES = ("magcam", "linear", "ahd", "aahd")
+ENGINES = ("magcam", "magcam-fast", "linear", "ahd", "aahd")
+_MAGCAM_PRESETS = {"magcam": "default", "magcam-fast": "fast"}  # engine -> magcam.process preset
 _CHILD = "--child"
 
 
@@ -77,11 +82,11 @@ def child(engine: str, dng: str, mode: str, out: str) -> None:
     import resource
 
     def develop():
-        if engine == "magcam":
+        if engine in _MAGCAM_PRESETS:
             from magcam import process as mp_process
 
             opts = {"output_color": "raw", "gamma": "linear", "bits": 16} if mode == "quality" else {}
-            return mp_process.process_to_array(dng, **opts)
+            return mp_process.process_to_array(dng, preset=_MAGCAM_PRESETS[engine], **opts)
         import rawpy
 
         algo = {"linear": rawpy.DemosaicAlgorithm.LINEAR, "ahd": rawpy.DemosaicAlgorithm.AHD,
@@ -164,16 +169,16 @@ def main() -> int:
     else:
         print(f"ISP benchmark: noise-free 12-bit chart DNGs, {os.cpu_count()} CPUs; CPSNR in linear light vs truth")
         print("  cold: first file in a fresh process, imports included; warm: the same file again in that process")
-        print(f"{'MP':>4} {'engine':<8} {'cold s':>7} {'x AHD':>6} {'warm s':>7} {'x AHD':>6} {'peak RSS':>9} "
+        print(f"{'MP':>4} {'engine':<12} {'cold s':>7} {'x AHD':>6} {'warm s':>7} {'x AHD':>6} {'peak RSS':>9} "
               f"{'CPSNR':>8}")
         for r in rows:
             if "error" in r:
-                print(f"{r['mp']:>4} {r['engine']:<8} error: {r['error']}")
+                print(f"{r['mp']:>4} {r['engine']:<12} error: {r['error']}")
                 continue
             ratio = f"{r['vs_ahd']:.2f}" if r["vs_ahd"] else "-"
             warm = f"{r['warm_seconds']:7.2f}" if r.get("warm_seconds") else "      -"
             wratio = f"{r['warm_vs_ahd']:.2f}" if r.get("warm_vs_ahd") else "-"
-            print(f"{r['mp']:>4} {r['engine']:<8} {r['seconds']:7.2f} {ratio:>6} {warm} {wratio:>6} "
+            print(f"{r['mp']:>4} {r['engine']:<12} {r['seconds']:7.2f} {ratio:>6} {warm} {wratio:>6} "
                   f"{r['rss_mb']:7.0f}MB {r['cpsnr_db']:7.2f}dB")
     return 1 if any("error" in r for r in rows) else 0
 
