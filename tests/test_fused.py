@@ -68,6 +68,7 @@ def raw(descriptor):
     data[100, 31] = data[97, 44] = s["white_level"]  # hot pixels on a dark area
     data[20:40, 100:140] = bright + rng.integers(0, 30, (20, 40))
     data[30, 120] = s["black_level"]  # a dead one on a bright area
+    data[25, 110:112] = data[26, 111] = dark  # a small dark dot: detail, though each pixel stands out
     data[:6, :6] = dark
     data[1, 1] = s["white_level"]  # a hot pixel at the frame's edge
     raw = rawio.from_frame(RawFrame(data=data, frame_id=1, black_level=s["black_level"],
@@ -75,7 +76,9 @@ def raw(descriptor):
     raw.black_delta_v = rng.normal(0, 2, raw.height).astype(np.float32)
     raw.black_delta_h = rng.normal(0, 2, raw.width).astype(np.float32)
     cfa = black.normalize(raw.frame.data, raw.black, raw.white, 0, 0, raw.black_delta_v, raw.black_delta_h)
-    assert defects.correct(cfa) >= 4  # the defects path is exercised: those four at least
+    assert defects.correct(cfa.copy()) >= 4  # the defects path is exercised: those four at least
+    # ... and so is the check that keeps candidates as detail (the dot)
+    assert defects.correct(cfa.copy(), support=1e9) > defects.correct(cfa.copy())
     return raw
 
 
@@ -101,7 +104,7 @@ def test_defects_on_regions_too_small_for_a_3x3_plane_are_left_alone():
     norm[2, 4] = 0.9
     out = np.empty_like(norm)
     ones = np.ones((2, 2), np.float32)
-    params = np.array([0.02, 0.5, 8.0, 0, 0, 1, 0], np.float32)
+    params = np.array([0.02, 0.5, 8.0, 0, 0, 1, 0, 0.35], np.float32)
     fused.prepare_cfa(norm, 0, 4, 0, 10, True, params, np.zeros((0, 0), np.uint8), np.zeros((0, 0), np.float32),
                       ones, np.full((2, 2), np.inf, np.float32), out, 0, 0)
     ref = norm.copy()

@@ -244,6 +244,25 @@ def test_defect_correction_removes_hot_pixels_without_touching_others(descriptor
     assert defects.correct(k, noise=sigma, known=[(20, 10)], detect=True) == 1
 
 
+def test_defect_correction_keeps_detail_that_reaches_the_next_pixels(descriptor):
+    # Each of these pixels stands out of its same-colour ring like a defect, but the lens drew
+    # them over more than one photosite: a 2x2 bright dot, a short dark stroke, a 2x1 dark dot.
+    frame = render(descriptor, flat_scene(220), (128, 96), seed=6)
+    cfa = black.normalize(frame.data, np.full((2, 2), float(frame.black_level)), frame.white_level)
+    sampler = NoiseSampler(frame.cfa)
+    sampler.add(cfa)
+    sigma = sigma_fn(*sampler.model())
+    cfa[20:22, 30:32] = 0.95
+    cfa[50, 60:63] = 0.0
+    cfa[70, 41:43] = 0.02
+    cfa[40, 90] = 0.95  # and one real hot pixel
+    before = cfa.copy()
+    # Without the check all are taken but the stroke's ends (each other's same-colour neighbours).
+    assert defects.correct(cfa.copy(), noise=sigma, support=1e9) == 4 + 1 + 2 + 1
+    assert defects.correct(cfa, noise=sigma) == 1
+    assert np.argwhere(cfa != before).tolist() == [[40, 90]]
+
+
 # --- highlights --------------------------------------------------------------------------------
 
 

@@ -322,7 +322,8 @@ def _kernel_args(plan: Plan, black: np.ndarray, noise_ab) -> dict:
         "delta_v": np.zeros(0, f32) if raw.black_delta_v is None else np.asarray(raw.black_delta_v, f32),
         "delta_h": np.zeros(0, f32) if raw.black_delta_h is None else np.asarray(raw.black_delta_h, f32),
         # defects.correct's thresholds (its defaults), then the noise model sigma = sqrt(a v + b)
-        "defect_params": np.array([*_DEFECT_THRESHOLDS, a, b, 1.0, plan.noise is not None], f32),
+        "defect_params": np.array([*_DEFECT_THRESHOLDS[:3], a, b, 1.0, plan.noise is not None, _DEFECT_THRESHOLDS[3]],
+                                  f32),
         "site_mult": plan.site_mult.astype(f32),
         "cfa_clip": plan.cfa_clip.astype(f32) if plan.cfa_clip is not None else np.full((2, 2), inf),
         "rgb_clip": plan.rgb_clip.astype(f32) if plan.rgb_clip is not None else np.full(3, inf),
@@ -344,7 +345,8 @@ def _kernel_args(plan: Plan, black: np.ndarray, noise_ab) -> dict:
     return k
 
 
-_DEFECT_THRESHOLDS = tuple(inspect.signature(defects.correct).parameters[k].default for k in ("floor", "rel", "k"))
+_DEFECT_THRESHOLDS = tuple(inspect.signature(defects.correct).parameters[k].default
+                           for k in ("floor", "rel", "k", "support"))
 
 
 def _padded_kernels() -> dict:

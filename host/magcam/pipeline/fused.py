@@ -137,14 +137,58 @@ def _is_defect(v, med, hi, lo, floor, rel, k, na, nb, ns, use_noise):  # pragma:
     return (v - hi > thr) or (lo - v > thr)
 
 
+@njit(inline="always")
+def _reflect101(i, n):  # pragma: no cover
+    """``i`` at most 1 outside [0, n), mirrored without repeating the edge."""
+    if i < 0:
+        return -i
+    if i >= n:
+        return 2 * (n - 1) - i
+    return i
+
+
+@njit(inline="always")
+def _site_median(norm, y, x, h, w):  # pragma: no cover
+    """The 3x3 same-colour median at (y, x), the site plane's edge replicated (OpenCV's)."""
+    sy, sx = y & 1, x & 1
+    ph, pw = (h - sy + 1) // 2, (w - sx + 1) // 2
+    yu = 2 * _near(y >> 1, -1, ph, False) + sy
+    yd = 2 * _near(y >> 1, 1, ph, False) + sy
+    xl = 2 * _near(x >> 1, -1, pw, False) + sx
+    xr = 2 * _near(x >> 1, 1, pw, False) + sx
+    return _median9(norm[yu, xl], norm[yu, x], norm[yu, xr], norm[y, xl], norm[y, x], norm[y, xr],
+                    norm[yd, xl], norm[yd, x], norm[yd, xr])
+
+
+@njit(inline="always")
+def _relative_deviation(v, med, floor):  # pragma: no cover
+    return (v - med) / max(med, floor)
+
+
+@njit
+def _is_detail(norm, y, x, h, w, floor, support):  # pragma: no cover
+    """``defects.correct``'s check of a candidate: does one of the 8 neighbours (reflect-101 at
+    the region's edges) deviate the same way by ``support`` of its relative deviation?"""
+    share = support * _relative_deviation(norm[y, x], _site_median(norm, y, x, h, w), floor)
+    for dy in range(-1, 2):
+        for dx in range(-1, 2):
+            if dy == 0 and dx == 0:
+                continue
+            ny, nx = _reflect101(y + dy, h), _reflect101(x + dx, w)
+            d = _relative_deviation(norm[ny, nx], _site_median(norm, ny, nx, h, w), floor)
+            if (share > _F0 and d >= share) or (share < _F0 and d <= share):
+                return True
+    return False
+
+
 @njit(cache=True, nogil=True)
 def prepare_cfa(norm, wy0, wy1, wx0, wx1, detect, params, known, gains, site_mult, cfa_clip, out, oy, ox):  # pragma: no cover
     """Defects, lens shading, white balance and clipping of the window [wy0:wy1, wx0:wx1] of a
     normalised CFA region (even top-left), into ``out[oy:, ox:]``. Defects are judged with the
     region's edges as the array edges (as ``defects.correct`` on the region does).
 
-    ``params``: float32 (floor, rel, k, noise_a, noise_b, noise_scale, use_noise) as in
-    ``defects.correct``; ``detect``: find defects; ``known``: uint8 mask of known defects (the
+    ``params``: float32 (floor, rel, k, noise_a, noise_b, noise_scale, use_noise, support) as
+    in ``defects.correct``; ``detect``: find defects; ``known``: uint8 mask of known defects (the
     region's shape, or empty); ``gains``: per-pixel shading gains (the region's shape, or empty);
     ``site_mult``, ``cfa_clip``: (2, 2) float32 (clip at +inf: none).
     """
@@ -152,9 +196,10 @@ def prepare_cfa(norm, wy0, wy1, wx0, wx1, detect, params, known, gains, site_mul
     floor, rel, k = params[0], params[1], params[2]
     na, nb, ns = params[3], params[4], params[5]
     use_noise = params[6] > 0
+    support = params[7]
     use_known = known.shape[0] > 0
     use_gains = gains.shape[0] > 0
-    # Every site plane needs 3x3 samples for the median (defects.correct skips smaller ones).
+    # Every site plane needs 3x3 samples for the median (defects.correct leaves smaller regions alone).
     fix = (detect or use_known) and h >= 6 and w >= 6
     # Columns whose same-colour neighbours (x +- 2) are inside the region: the fast loop.
     xa, xb = max(wx0, 2), min(wx1, w - 2)
@@ -201,6 +246,12 @@ def prepare_cfa(norm, wy0, wy1, wx0, wx1, detect, params, known, gains, site_mul
                 if use_known:
                     bad = bad or known[y, x] != 0
                 o[ox + x - wx0] = med if bad else v
+            if detect:  # candidates the same-colour test replaced: kept if they are detail
+                for x in range(wx0, wx1):
+                    i = uintp(ox + x - wx0)
+                    if o[i] != r_c[uintp(x)] and not (use_known and known[y, x] != 0):
+                        if _is_detail(norm, y, x, h, w, floor, support):
+                            o[i] = r_c[uintp(x)]
         else:
             for x in range(wx0, wx1):
                 o[uintp(ox + x - wx0)] = r_c[uintp(x)]
@@ -481,7 +532,7 @@ def warm_up(out_dtype=np.uint8) -> None:
     two = np.ones((2, 2), f32)
     normalize(np.zeros((8, 8), np.uint16), 0, 8, 0, 8, two, two, two, none1, none1, cfa)
     xp = np.zeros((8, 8), f32)
-    prepare_cfa(cfa, 0, 8, 0, 8, True, np.zeros(7, f32), np.zeros((0, 0), np.uint8), none2, two, two, xp, 0, 0)
+    prepare_cfa(cfa, 0, 8, 0, 8, True, np.zeros(8, f32), np.zeros((0, 0), np.uint8), none2, two, two, xp, 0, 0)
     rgb = np.zeros((8, 8, 3), f32)
     half = np.zeros((4, 4), f32)
     colour(rgb, np.ones(3, f32), np.eye(3, dtype=f32), True, half, half.copy())
