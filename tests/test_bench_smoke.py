@@ -46,6 +46,19 @@ def test_isp_benchmark_runs_every_engine_on_a_small_dng():
     assert next(r for r in rows if r["engine"] == "ahd")["vs_ahd"] == 1.0
 
 
+def test_defects_benchmark_keeps_detail_and_finds_defects():
+    out = subprocess.run([sys.executable, str(REPO / "tools/bench/defects.py"), "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    for row in report["chart"]:  # measured: 138-198 -> 3-7 chart pixels taken for defects
+        assert row["with_check"] * 10 < row["same_colour_only"]
+    k = report["kodak"]  # measured: 21 432 -> 1 908 pixels of detail; 25 of 945 defects kept
+    assert k["detail_lost_with_check"] * 5 < k["detail_lost_same_colour_only"]
+    assert k["injected_found_by_same_colour_test"] > 500
+    assert k["of_those_kept_by_check"] < 0.05 * k["injected_found_by_same_colour_test"]
+
+
 def test_merge_benchmark_runs_and_gains_on_a_small_burst():
     out = subprocess.run([sys.executable, str(REPO / "tools/bench/merge.py"), "--quick", "--iso", "1600", "--json"],
                          capture_output=True, text=True, timeout=300)
