@@ -321,7 +321,8 @@ def _kernel_args(plan: Plan, black: np.ndarray, noise_ab) -> dict:
         "dscale": f32(1.0) / (f32(raw.white) - black.astype(f32)),
         "delta_v": np.zeros(0, f32) if raw.black_delta_v is None else np.asarray(raw.black_delta_v, f32),
         "delta_h": np.zeros(0, f32) if raw.black_delta_h is None else np.asarray(raw.black_delta_h, f32),
-        # defects.correct's thresholds (its defaults), then the noise model sigma = sqrt(a v + b)
+        # fused.prepare_cfa's layout: defects.correct's floor, rel, k (its defaults), the noise model
+        # sigma = sqrt(a v + b) (a, b, scale, in use), then its neighbour check's support share
         "defect_params": np.array([*_DEFECT_THRESHOLDS[:3], a, b, 1.0, plan.noise is not None, _DEFECT_THRESHOLDS[3]],
                                   f32),
         "site_mult": plan.site_mult.astype(f32),
