@@ -295,7 +295,8 @@ def test_denoise_lowers_noise_on_a_flat_field(descriptor):
     clean = process.process_frame(raw, denoise=1.0, chroma_denoise=1.0, **opts)[8:-8, 8:-8].astype(np.float64)
     y = lambda a: (a[..., 0] + 2 * a[..., 1] + a[..., 2]) / 4  # noqa: E731
     chroma = lambda a: np.concatenate([(a[..., 0] - a[..., 1]).ravel(), (a[..., 2] - a[..., 1]).ravel()])  # noqa: E731
-    # Measured: luma std x0.52, chroma std x0.18; the mean is kept (to 0.04 %).
+    # Measured: luma std x0.49, chroma std x0.23 (also before chroma denoise kept detail above the
+    # noise); the mean is kept (to 0.04 %).
     assert y(clean).std() < 0.7 * y(noisy).std()
     assert chroma(clean).std() < 0.3 * chroma(noisy).std()
     np.testing.assert_allclose(clean.mean(axis=(0, 1)), noisy.mean(axis=(0, 1)), rtol=0.01)
