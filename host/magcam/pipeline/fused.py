@@ -442,6 +442,7 @@ def encode(rgb, cr_half, cb_half, strength, cnoise, luma, lut, lut_scale, top, y
     pr = np.empty(w, np.float32)
     pg = np.empty(w, np.float32)
     pb = np.empty(w, np.float32)
+    own = np.empty(w, np.float32)
     for y in range(h):
         row = rgb[y]
         for x in range(w):
@@ -453,19 +454,14 @@ def encode(rgb, cr_half, cb_half, strength, cnoise, luma, lut, lut_scale, top, y
             _upsample_row(cr_half, y, vert, up_r)
             _upsample_row(cb_half, y, vert, up_b)
         # Each case its own loop without branches inside, so that it vectorises.
-        if use_chroma and not use_luma:
-            for x in range(w):
-                xu = uintp(x)
-                r, g, b = pr[xu], pg[xu], pb[xu]
-                yy = (r + g + g + b) * _F025
-                cr, cb = r - g, b - g
-                fr, fb = _chroma_within(cr, cb, up_r[xu], up_b[xu], yy, strength, na, nb, ns_r, ns_b)
-                g = yy - (fr + fb) * _F025
-                pr[xu] = fr + g
-                pg[xu] = g
-                pb[xu] = fb + g
-        elif use_chroma:
-            lrow = luma[y]
+        if use_chroma:
+            if use_luma:
+                lrow = luma[y]
+            else:  # the pixel's own luma
+                lrow = own
+                for x in range(w):
+                    xu = uintp(x)
+                    own[xu] = (pr[xu] + pg[xu] + pg[xu] + pb[xu]) * _F025
             for x in range(w):
                 xu = uintp(x)
                 r, g, b = pr[xu], pg[xu], pb[xu]
