@@ -215,12 +215,17 @@ def test_white_balance_multipliers():
 # --- defects -----------------------------------------------------------------------------------
 
 
-def test_defect_correction_removes_hot_pixels_without_touching_others(descriptor):
-    frame = render(descriptor, flat_scene(120), (256, 192), seed=4)
+def flat_cfa_with_noise_model(descriptor, level: int, size, seed: int):
+    """A rendered flat field, normalised (white = 1), and its measured noise model sigma(level)."""
+    frame = render(descriptor, flat_scene(level), size, seed=seed)
     cfa = black.normalize(frame.data, np.full((2, 2), float(frame.black_level)), frame.white_level)
     sampler = NoiseSampler(frame.cfa)
     sampler.add(cfa)
-    sigma = sigma_fn(*sampler.model())
+    return cfa, sigma_fn(*sampler.model())
+
+
+def test_defect_correction_removes_hot_pixels_without_touching_others(descriptor):
+    cfa, sigma = flat_cfa_with_noise_model(descriptor, 120, (256, 192), seed=4)
     rng = np.random.default_rng(1)
     ys, xs = rng.integers(4, 188, 40), rng.integers(4, 252, 40)
     keep = np.ones(len(ys), bool)
@@ -247,11 +252,7 @@ def test_defect_correction_removes_hot_pixels_without_touching_others(descriptor
 def test_defect_correction_keeps_detail_that_reaches_the_next_pixels(descriptor):
     # Each of these pixels stands out of its same-colour ring like a defect, but the lens drew
     # them over more than one photosite: a 2x2 bright dot, a short dark stroke, a 2x1 dark dot.
-    frame = render(descriptor, flat_scene(220), (128, 96), seed=6)
-    cfa = black.normalize(frame.data, np.full((2, 2), float(frame.black_level)), frame.white_level)
-    sampler = NoiseSampler(frame.cfa)
-    sampler.add(cfa)
-    sigma = sigma_fn(*sampler.model())
+    cfa, sigma = flat_cfa_with_noise_model(descriptor, 220, (128, 96), seed=6)
     cfa[20:22, 30:32] = 0.95
     cfa[50, 60:63] = 0.0
     cfa[70, 41:43] = 0.02
