@@ -18,13 +18,14 @@ A defect sits in one photosite; detail that the lens drew reaches the neighbouri
 too, whatever their colour. So a candidate stays as it is when one of its 8 immediate
 neighbours deviates the same way from its own colour's local median by at least ``support``
 (default 0.35) of the candidate's deviation, both relative to that median (colours differ in
-scale). The ends and dots of small text and the aliased centre of a Siemens star pass this way. Measured (2 MP ISP chart, 24 Kodak images with noise): the same-colour test alone
-took 138-198 chart pixels and 21 432 Kodak pixels of real detail for defects, with the check
-3-7 and 1 908; of 945 injected hot and dead pixels that the same-colour test finds, 25 (2.6 %)
-sit where a neighbour's texture deviates enough to keep them. Defects next to each other (two
-of the same colour side by side, or of different colours touching) are not found: list them as
-known defects. Known defects (from the descriptor's ``sensor.defects`` or an option: absolute
-``(x, y)`` sensor positions) are always replaced by that median.
+scale). The ends and dots of small text and the aliased centre of a Siemens star pass this way.
+Measured (2 MP ISP chart, 24 Kodak images with noise): the same-colour test alone took 138-198
+chart pixels and 21 432 Kodak pixels of real detail for defects, with the check 3-7 and 1 908;
+of 945 injected hot and dead pixels that the same-colour test finds, 25 (2.6 %) sit where a
+neighbour's texture deviates enough to keep them (``tools/bench/defects.py``). Defects next to
+each other (two of the same colour side by side, or of different colours touching) are not
+found: list them as known defects. Known defects (from the descriptor's ``sensor.defects`` or an
+option: absolute ``(x, y)`` sensor positions) are always replaced by that median.
 
 Cost: one 3x3 median, dilate and erode per site plane, a dilate and an erode of the deviations
 where there are candidates (OpenCV; order statistics, exact). Margin a tile needs: 4 px.
