@@ -15,19 +15,21 @@ The stages (``magcam.pipeline``), in order, each its own module:
 stage              what                                                           reach (px)
 =================  =============================================================  ============
 black              per-site black level, white -> 1.0                             0
-defects            hot/dead pixels vs same-colour neighbours, known defects       2
+defects            hot/dead pixels vs same-colour neighbours, unless the next     4
+                   pixels share the deviation (detail); known defects
 shading            per-site lens shading gain map                                 0
 whitebalance       multipliers on the CFA                                         0
 highlights         clip (or blend) so clipped highlights stay neutral             0
 demosaic           ``demosaic.METHODS[method]``                                   OVERLAP[method]
 colour             camera RGB -> XYZ -> sRGB / Display P3 (or camera RGB kept)    0
-denoise            chroma (half-res median) + luma (noise-adaptive coring)        12
+denoise            chroma (half-res median, within 3 sigma of the noise) + luma   12
+                   (noise-adaptive coring)
 tone               filmic shoulder (optional) + sRGB or linear transfer           0
 sharpen            unsharp mask on luma                                           3 (radius 1)
 =================  =============================================================  ============
 
 A tile's core grows by the reach of denoise + sharpen to the demosaic's output, by
-``OVERLAP[method]`` to its input and by the defects' 2 px to the CFA read; only the core is kept,
+``OVERLAP[method]`` to its input and by the defects' 4 px to the CFA read; only the core is kept,
 so the output is bit-identical to processing the whole frame at once. The demosaic kernels get
 the real neighbouring mosaic as their padding (mirrored only at the frame's edges), so no work
 goes into mirrored margins. Everything a stage needs from the whole frame (automatic white
@@ -336,8 +338,8 @@ def _kernel_args(plan: Plan, black: np.ndarray, noise_ab) -> dict:
         "none2": none2,
         "none2_u8": np.zeros((0, 0), np.uint8),
         "top_code": f32(255 if plan.bits == 8 else 65535),
-        # chroma denoise's noise thresholds (a, b, Cr scale, Cb scale) as in denoise.chroma_thresholds;
-        # empty: none measured, a plain low-pass
+        # chroma denoise's noise thresholds (a, b, Cr scale, Cb scale) as in denoise.chroma_thresholds
+        # (make_plan measures the noise model whenever chroma denoise is on)
         "chroma_noise": (np.array([a, b, *denoise.chroma_scales(plan.matrix, plan.mult)], f32)
                          if noise_ab is not None else np.zeros(0, f32)),
     }
