@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from magcam.pipeline import filters
+from magcam.pipeline.noise import sigma_fn
 
 # chroma: 2x2 average (0), 5x5 median at half res (2 -> 4 px), binomial5 (2 -> 4 px),
 # bilinear upsample (1 half-res px -> 2 px); luma: binomial5 (2 px). Rounded up, even.
@@ -83,8 +84,6 @@ def chroma_scales(matrix: np.ndarray, mult: np.ndarray) -> tuple[float, float]:
 def chroma_thresholds(a: float, b: float, matrix: np.ndarray, mult: np.ndarray):
     """The noise model ``sigma^2 = a level + b`` -> ``denoise``'s ``chroma_sigma``: the pair
     level -> ``CHROMA_K`` sigma of Cr and of Cb."""
-    from magcam.pipeline.noise import sigma_fn
-
     return tuple(sigma_fn(a, b, scale=s) for s in chroma_scales(matrix, mult))
 
 
