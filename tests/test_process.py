@@ -294,6 +294,27 @@ def test_cli_usage_errors(dng, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+
+def test_cli_refuses_a_batch_whose_outputs_would_collide(dng, tmp_path):
+    """Two inputs of one name (each card's IMG_0001) would go to one output, the second silently
+    replacing the first: refused before anything is developed, an earlier output untouched."""
+    for d in ("card1", "card2"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "IMG_0001.dng").write_bytes(dng.read_bytes())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "IMG_0001.jpg").write_bytes(b"an earlier result")
+    a, b = tmp_path / "card1" / "IMG_0001.dng", tmp_path / "card2" / "IMG_0001.dng"
+    r = run_cli(a, b, "-o", out)
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert f"{a} and {b} would both be written to {out / 'IMG_0001.jpg'}" in r.output
+    assert os.listdir(out) == ["IMG_0001.jpg"] and (out / "IMG_0001.jpg").read_bytes() == b"an earlier result"
+    r = run_cli(a, tmp_path / "card1" / ".." / "card1" / "IMG_0001.dng", "-o", out)
+    assert r.exit_code == 2 and "is given twice" in r.output
+    # Other formats are other names: no clash.
+    r = run_cli(a, "-o", out, "--format", "png")
+    assert r.exit_code == 0 and sorted(os.listdir(out)) == ["IMG_0001.jpg", "IMG_0001.png"]
+
 def test_cli_in_a_real_process_has_no_traceback(bad_files, tmp_path):
     _, files = bad_files
     r = subprocess.run([sys.executable, "-m", "magcam.cli", "process", str(files["truncated"]), str(files["zero size"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -469,20 +470,23 @@ def process_cmd(inputs: tuple[Path, ...], out: Path, preset: str, method: str | 
             output_format(out, fmt)
     except PipelineError as e:
         raise click.UsageError(str(e)) from None
+    ext = {"tiff": ".tif", "png": ".png", "jpeg": ".jpg"}[fmt or "jpeg"]
+    targets = [out / (src.stem + ext) if to_dir else out for src in inputs]
+    clash = _first_clash(inputs, targets)
+    if clash:
+        raise click.UsageError(clash)
     if to_dir:
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             out_reporter.error(f"cannot create {out}: {e.strerror or e}")
             sys.exit(1)
-    ext = {"tiff": ".tif", "png": ".png", "jpeg": ".jpg"}[fmt or "jpeg"]
 
     failed: list[str] = []
     written: list[str] = []
     total = len(inputs)
     with _StageProgress(out_reporter) as prog:
-        for i, src in enumerate(inputs, 1):
-            dst = out / (src.stem + ext) if to_dir else out
+        for i, (src, dst) in enumerate(zip(inputs, targets), 1):
             label = f"[{i}/{total}] {src.name}" if total > 1 else src.name
 
             def tiles(done: int, n: int, label=label) -> None:
@@ -518,6 +522,21 @@ def process_cmd(inputs: tuple[Path, ...], out: Path, preset: str, method: str | 
             click.echo(f"error: {len(failed)} of {total} file(s) failed: {', '.join(failed)}", err=True)
         sys.exit(1)
 
+
+def _first_clash(inputs: tuple[Path, ...], targets: list[Path]) -> str | None:
+    """Why two inputs cannot go where they would, or None: the second would silently replace
+    the first's output. Names are compared case-folded, as a macOS or Windows disk would."""
+    seen: dict[str, Path] = {}
+    for src, dst in zip(inputs, targets):
+        key = os.path.normcase(os.path.abspath(dst)).casefold()
+        if key not in seen:
+            seen[key] = src
+            continue
+        first = seen[key]
+        if os.path.realpath(first) == os.path.realpath(src):
+            return f"{src} is given twice"
+        return f"{first} and {src} would both be written to {dst}; develop them into different directories"
+    return None
 
 
 @main.group()
