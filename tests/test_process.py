@@ -291,6 +291,11 @@ def test_cli_usage_errors(dng, tmp_path):
     assert r.exit_code == 2 and "extension" in r.output
     r = run_cli(dng, dng, "-o", tmp_path / "x.jpg")
     assert r.exit_code == 2
+    r = run_cli(dng, "-o", tmp_path / "x.jpg", "--chroma-denoise", "1.5")  # past 1 it would overshoot
+    assert r.exit_code == 2 and "chroma_denoise must be between 0 and 1" in r.output
+    for out in (tmp_path / "x.jpg", tmp_path / "dir"):  # known before any file is developed
+        r = run_cli(dng, "-o", out, "--bits", "16", *(("--format", "jpeg") if out.suffix == "" else ()))
+        assert r.exit_code == 2 and "JPEG holds 8 bits" in r.output
     assert os.listdir(tmp_path) == []
 
 

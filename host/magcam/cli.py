@@ -466,8 +466,8 @@ def process_cmd(inputs: tuple[Path, ...], out: Path, preset: str, method: str | 
                        chroma_denoise=chroma_denoise, sharpen=sharpen, format=fmt,
                        bits=int(bits) if bits else None, quality=quality, jobs=jobs)
         opts.resolved()  # a bad option is a usage error, before any file is touched
-        if not to_dir:
-            output_format(out, fmt)
+        if (output_format(out, fmt) if not to_dir else fmt or "jpeg") == "jpeg" and bits == "16":
+            raise PipelineError("JPEG holds 8 bits per channel; use TIFF or PNG for 16")
     except PipelineError as e:
         raise click.UsageError(str(e)) from None
     ext = {"tiff": ".tif", "png": ".png", "jpeg": ".jpg"}[fmt or "jpeg"]

@@ -152,10 +152,11 @@ class Options:
                 opts.wb = parse_wb(opts.wb)
         else:
             opts.wb = tuple(whitebalance.check_neutral(opts.wb) * 1.0)
-        for k in ("denoise", "chroma_denoise", "sharpen"):
+        # chroma_denoise is the share of the colour noise taken away: past 1 it would overshoot
+        for k, top in (("denoise", 10), ("chroma_denoise", 1), ("sharpen", 10)):
             v = float(getattr(opts, k))
-            if not (np.isfinite(v) and 0 <= v <= 10):
-                raise PipelineError(f"{k} must be between 0 and 10, got {v}")
+            if not (np.isfinite(v) and 0 <= v <= top):
+                raise PipelineError(f"{k} must be between 0 and {top}, got {v}")
             setattr(opts, k, v)
         if not 0.3 <= opts.sharpen_radius <= 5:
             raise PipelineError(f"sharpen_radius must be 0.3..5, got {opts.sharpen_radius}")
