@@ -45,6 +45,15 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
         yield f
 
 
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether ``a`` and ``b`` are one existing file (through links, ``..`` or a case-blind
+    disk): writing ``b`` would replace ``a``."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either is missing (a new output cannot be an input) or unreadable
+        return False
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

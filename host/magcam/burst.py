@@ -35,6 +35,7 @@ import numpy as np
 from numba import njit, prange
 
 from magcam import rawio
+from magcam.atomic import same_file
 from magcam.frame import RawFrame
 from magcam.pipeline import align, merge, noise
 from magcam.pipeline.black import normalize
@@ -88,7 +89,7 @@ def merge_files(paths: Sequence[str | os.PathLike], out: str | os.PathLike, refe
         raise PipelineError(f"{out}: is a directory; give the output DNG's file name")
     if not out.parent.is_dir():
         raise PipelineError(f"{out}: directory {out.parent} does not exist")
-    if any(_same_file(p, out) for p in paths):
+    if any(same_file(p, out) for p in paths):
         raise PipelineError(f"{out}: is also an input; write the merge to a new file")
     read_s = 0.0
 
@@ -115,13 +116,6 @@ def merge_files(paths: Sequence[str | os.PathLike], out: str | os.PathLike, refe
     res.seconds["read"] = read_s  # frames are read as the merge goes: its total includes this
     res.seconds["total"] += res.seconds["write"]
     return res
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def _check_count(n: int, reference: int) -> None:
