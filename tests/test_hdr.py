@@ -346,6 +346,20 @@ def test_cli_refuses_bad_input_with_exit_1(dng_bracket, tmp_path, case):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
 
 
+
+@pytest.mark.parametrize("out", ["b2_+0", "b2_+0.jpg", "b2_+0.dng"])
+def test_cli_never_writes_over_an_input(dng_bracket, tmp_path, out):
+    """-o b2_+0 means b2_+0.dng and .jpg: the first is the middle frame itself."""
+    _, paths = dng_bracket
+    copies = [tmp_path / p.name for p in paths]
+    for src, dst in zip(paths, copies):
+        dst.write_bytes(src.read_bytes())
+    res = invoke("hdr", *map(str, copies), "-o", str(tmp_path / out))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert f"error: {copies[1]}: is also an input" in res.stderr
+    assert [c.read_bytes() for c in copies] == [p.read_bytes() for p in paths]
+    assert sorted(tmp_path.iterdir()) == sorted(copies)  # no JPEG, no temporary
+
 def test_cli_usage_errors_exit_2(dng_bracket, tmp_path):
     _, paths = dng_bracket
     out = invoke("hdr", *map(str, paths), "-o", str(tmp_path / "o"), "--reference", "4")

@@ -319,6 +319,15 @@ def test_cli_refuses_a_batch_whose_outputs_would_collide(dng, tmp_path):
     # Other formats are other names: no clash.
     r = run_cli(a, "-o", out, "--format", "png")
     assert r.exit_code == 0 and sorted(os.listdir(out)) == ["IMG_0001.jpg", "IMG_0001.png"]
+    # Nor onto an input: --format tiff would write a TIFF over the DNG. The library refuses too.
+    before = a.read_bytes()
+    r = run_cli(a, "-o", a, "--format", "tiff")
+    assert r.exit_code == 2 and f"{a} is the input itself" in r.output
+    r = run_cli(a, b, "-o", tmp_path / "card1", "--format", "tiff")  # both to card1/IMG_0001.tif
+    assert r.exit_code == 2 and "would both be written" in r.output
+    with pytest.raises(PipelineError, match="is the input itself"):
+        process.process_file(a, tmp_path / "card2" / ".." / "card1" / "IMG_0001.dng", format="tiff")
+    assert a.read_bytes() == before and sorted(os.listdir(tmp_path / "card1")) == ["IMG_0001.dng"]
 
 def test_cli_in_a_real_process_has_no_traceback(bad_files, tmp_path):
     _, files = bad_files

@@ -524,10 +524,22 @@ def process_cmd(inputs: tuple[Path, ...], out: Path, preset: str, method: str | 
 
 
 def _first_clash(inputs: tuple[Path, ...], targets: list[Path]) -> str | None:
-    """Why two inputs cannot go where they would, or None: the second would silently replace
-    the first's output. Names are compared case-folded, as a macOS or Windows disk would."""
+    """Why the outputs cannot go where they would, or None: onto an input, or two onto one name
+    (the second would silently replace the first; names compared case-folded, as a macOS or
+    Windows disk would)."""
+    by_id: dict[tuple[int, int], Path] = {}  # (device, inode), as os.path.samefile compares
+    for src in inputs:
+        with contextlib.suppress(OSError):
+            st = os.stat(src)
+            by_id.setdefault((st.st_dev, st.st_ino), src)
     seen: dict[str, Path] = {}
     for src, dst in zip(inputs, targets):
+        with contextlib.suppress(OSError):
+            st = os.stat(dst)
+            twin = by_id.get((st.st_dev, st.st_ino))
+            if twin is not None:
+                which = "the input itself" if twin == src else f"an input ({twin})"
+                return f"{dst} is {which}; write the output to a new file"
         key = os.path.normcase(os.path.abspath(dst)).casefold()
         if key not in seen:
             seen[key] = src

@@ -51,7 +51,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from magcam.atomic import atomic_path
+from magcam.atomic import atomic_path, same_file
 from magcam.frame import RawFrame
 from magcam.pipeline import black as black_stage
 from magcam.pipeline import localtone, tone
@@ -437,6 +437,10 @@ def merge_files(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, r
         name = f" ({paths[0]})" if paths else ""
         raise PipelineError(f"an HDR merge needs at least two frames of a bracket, got {len(paths)}{name}")
     dng_path, jpg_path = output_paths(out, paths[0])
+    for p in paths:
+        for o in (dng_path, jpg_path):
+            if same_file(p, o):
+                raise PipelineError(f"{o}: is also an input; write the merge to a new name")
     images = []
     for i, p in enumerate(paths, 1):
         images.append(rawio.read(p))

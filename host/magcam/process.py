@@ -59,6 +59,7 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
+from magcam.atomic import same_file
 from magcam.frame import RawFrame
 from magcam.pipeline import black as black_stage
 from magcam.pipeline import (color, defects, demosaic, demosaic_rias, denoise, filters, fused, highlights, sharpen, tone,
@@ -763,6 +764,8 @@ def process_file(src, dst, options: Options | dict | None = None, *, progress=No
         opts = replace(opts, bits=16 if fmt == "tiff" else 8)
     if fmt == "jpeg" and opts.bits != 8:
         raise PipelineError("JPEG holds 8 bits per channel; use TIFF or PNG for 16")
+    if same_file(src, dst):
+        raise PipelineError(f"{dst}: is the input itself; write to a new file")
     _warm_up_early(opts)
     raw = read(src)
     plan = make_plan(raw, opts)
