@@ -454,7 +454,7 @@ def process_cmd(inputs: tuple[Path, ...], out: Path, preset: str, method: str | 
     written, 1 some failed, 2 bad usage.
     """
     from .pipeline.errors import PipelineError
-    from .process import FORMATS, Options, output_format, parse_wb, process_file
+    from .process import FORMATS, Options, output_bits, output_format, parse_wb, process_file
 
     out_reporter = Reporter(json_mode)
     to_dir = out.is_dir() or len(inputs) > 1 or not out.suffix
@@ -466,8 +466,7 @@ def process_cmd(inputs: tuple[Path, ...], out: Path, preset: str, method: str | 
                        chroma_denoise=chroma_denoise, sharpen=sharpen, format=fmt,
                        bits=int(bits) if bits else None, quality=quality, jobs=jobs)
         opts.resolved()  # a bad option is a usage error, before any file is touched
-        if (output_format(out, fmt) if not to_dir else fmt or "jpeg") == "jpeg" and bits == "16":
-            raise PipelineError("JPEG holds 8 bits per channel; use TIFF or PNG for 16")
+        output_bits(output_format(out, fmt) if not to_dir else fmt or "jpeg", opts.bits)
     except PipelineError as e:
         raise click.UsageError(str(e)) from None
     ext = {"tiff": ".tif", "png": ".png", "jpeg": ".jpg"}[fmt or "jpeg"]

@@ -739,6 +739,15 @@ def output_format(path, fmt: str | None) -> str:
                         "use .tif, .png or .jpg or give a format")
 
 
+def output_bits(fmt: str, bits: int | None) -> int:
+    """Bits per channel of a ``fmt`` file: ``bits``, or 16 for TIFF and 8 otherwise."""
+    if bits is None:
+        return 16 if fmt == "tiff" else 8
+    if fmt == "jpeg" and bits != 8:
+        raise PipelineError("JPEG holds 8 bits per channel; use TIFF or PNG for 16")
+    return bits
+
+
 @dataclass
 class Result:
     input: str
@@ -760,10 +769,7 @@ def process_file(src, dst, options: Options | dict | None = None, *, progress=No
     t0 = time.perf_counter()
     opts = _options(options, overrides)
     fmt = output_format(dst, opts.format)
-    if opts.bits is None:
-        opts = replace(opts, bits=16 if fmt == "tiff" else 8)
-    if fmt == "jpeg" and opts.bits != 8:
-        raise PipelineError("JPEG holds 8 bits per channel; use TIFF or PNG for 16")
+    opts = replace(opts, bits=output_bits(fmt, opts.bits))
     if same_file(src, dst):
         raise PipelineError(f"{dst}: is the input itself; write to a new file")
     _warm_up_early(opts)
