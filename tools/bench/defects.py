@@ -19,8 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
+from demosaic import load_rgb, mosaic_rggb  # the sibling benchmark (this script's directory is on sys.path)
 
 REPO = Path(__file__).resolve().parents[2]
 KODAK = REPO.parent / "shared" / "data" / "kodak24"
@@ -68,11 +68,7 @@ def kodak(support: float) -> dict:
     out = {"images": 0, "pixels": 0, "detail_lost_same_colour_only": 0, "detail_lost_with_check": 0,
            "injected_found_by_same_colour_test": 0, "of_those_kept_by_check": 0}
     for path in sorted(KODAK.glob("kodim*.png")):
-        img = cv2.imread(str(path))[..., ::-1].astype(np.float32) / 255
-        lin = img**2.2 * np.float32(0.8)
-        cfa = np.empty(img.shape[:2], np.float32)
-        cfa[0::2, 0::2], cfa[0::2, 1::2] = lin[0::2, 0::2, 0], lin[0::2, 1::2, 1]
-        cfa[1::2, 0::2], cfa[1::2, 1::2] = lin[1::2, 0::2, 1], lin[1::2, 1::2, 2]
+        cfa = mosaic_rggb(load_rgb(path).astype(np.float32) / 255) ** 2.2 * np.float32(0.8)
         noisy = (cfa + rng.normal(0, 1, cfa.shape) * np.sqrt(cfa * 5e-5 + 1e-6)).astype(np.float32)
         ys, xs = rng.integers(4, cfa.shape[0] - 4, 60), rng.integers(4, cfa.shape[1] - 4, 60)
         keep = np.ones(len(ys), bool)
