@@ -168,15 +168,9 @@ def descriptor_text(storage):
     """The module descriptor: the device's own if it is usable, else the factory one."""
     from magcam_fw import descriptor
 
-    try:
-        text = descriptor.load(storage)
-        why = descriptor.check(text)
-    except OSError as e:
-        text, why = None, str(e)
+    text, why = descriptor.usable(storage)
     if why:
         log("descriptor on the device unusable (%s): using the factory one" % why)
-        with open(descriptor.__file__.rsplit("/", 1)[0] + "/" + descriptor.FILENAME) as f:
-            text = f.read()
     return text
 
 

@@ -166,10 +166,27 @@ def test_descriptor_write_persists_across_restart_and_bad_ones_are_refused(tmp_p
             del broken["lens"]
             with pytest.raises(magcam.CommandRejected, match="lens"):
                 cam.write_descriptor(broken)
+            wrong_type = json.loads(json.dumps(calibrated))
+            wrong_type["color"] = "x"  # once accepted, then crashed the firmware's link task
+            with pytest.raises(magcam.CommandRejected, match="'color' must be an object"):
+                cam.write_descriptor(wrong_type)
+            assert cam.set_lens_position(100) == 100  # the link still answers
         sim.restart()
         with magcam.connect(sim.port) as cam:
             assert cam.descriptor == calibrated  # the device kept the good one across the reset
     assert json.loads((flash / "descriptor.json").read_text()) == calibrated
+
+
+def test_an_unusable_descriptor_on_the_flash_falls_back_to_the_factory_one(tmp_path, descriptor):
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    for text in ("{bad", json.dumps({"module": "x"})):
+        (flash / "descriptor.json").write_text(text)
+        with Simulator(flash=flash) as sim:  # comes up, as a board does
+            with magcam.connect(sim.port) as cam:
+                assert cam.descriptor == descriptor
+            assert sim.serial_number == descriptor["serial"]
+        assert (flash / "descriptor.json").read_text() == text  # kept for the user to look at
 
 
 def test_a_stream_ends_with_its_session():

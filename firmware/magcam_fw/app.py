@@ -185,6 +185,18 @@ class App:
         return None
 
     def on_message(self, mtype, seq, payload):
+        """Answer one command. Whatever goes wrong in it is answered with NAK_INTERNAL and
+        logged: one bad command must never end the link task (the host would lose the module
+        until a reset, and the watchdog, fed by the control tick, would not reset it)."""
+        try:
+            self._handle(mtype, seq, payload)
+        except Exception as e:
+            why = ("command 0x%02x failed: %r" % (mtype, e))[:200]
+            if self._cached_reply(seq) is None:  # not answered before it failed
+                self._reply(seq, False, P.NAK_INTERNAL, why)
+            self.link.send(P.EV_LOG, (self.now(), P.LOG_ERROR), why)
+
+    def _handle(self, mtype, seq, payload):
         self._host_seen = self.now()
         if mtype == P.CMD_CONNECT:
             if not len(payload) or payload[0] != P.VERSION:  # byte 0: the host's version, in every version

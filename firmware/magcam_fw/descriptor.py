@@ -13,10 +13,14 @@ Usage::
 import json
 import os
 
+from magcam_fw.compat import const
+
 FILENAME = "descriptor.json"
 REQUIRED = ("module", "serial", "make", "model", "sensor", "lens", "color")
 _SENSOR_KEYS = ("width", "height", "cfa", "bits", "black_level", "white_level")
 _LENS_KEYS = ("position_min", "position_max")
+_MAX_SIDE = const(65535)  # the wire protocol carries frame sides as 16-bit
+_MAX_STEPS = const(4000000)  # Focus keeps its fixed-point position a small int within this
 
 
 def _path(storage, name=FILENAME):
@@ -34,31 +38,86 @@ def load(storage):
     raise OSError("no descriptor.json on the device or beside the firmware")
 
 
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return (_is_int(v) or isinstance(v, float)) and v == v and -1e30 < v < 1e30  # finite
+
+
+def _problem(d):
+    """Why the parsed descriptor ``d`` cannot be used, or None. Every field the firmware reads
+    is checked for type and range here, so a bad upload is refused with a reason instead of
+    failing later inside the app (where it would take the link down)."""
+    if not isinstance(d, dict):
+        return "not a JSON object"
+    for k in REQUIRED:
+        if k not in d:
+            return "missing '%s'" % k
+    for k in ("module", "serial", "make", "model"):
+        if not isinstance(d[k], str):
+            return "'%s' must be a string" % k
+    for k in ("sensor", "lens", "color"):
+        if not isinstance(d[k], dict):
+            return "'%s' must be an object" % k
+    s, lens = d["sensor"], d["lens"]
+    for k in _SENSOR_KEYS:
+        if k not in s:
+            return "missing 'sensor.%s'" % k
+    if s["cfa"] not in ("RGGB", "BGGR", "GRBG", "GBRG"):
+        return "unknown sensor.cfa"
+    for k in ("width", "height"):
+        if not _is_int(s[k]) or not 2 <= s[k] <= _MAX_SIDE:
+            return "sensor.%s must be a whole number 2..%d" % (k, _MAX_SIDE)
+    if not _is_int(s["bits"]) or not 8 <= s["bits"] <= 16:
+        return "sensor.bits must be a whole number 8..16"
+    for k in ("black_level", "white_level"):
+        if not _is_int(s[k]) or not 0 <= s[k] < (1 << s["bits"]):
+            return "sensor.%s must be a whole number 0..%d" % (k, (1 << s["bits"]) - 1)
+    if not s["black_level"] < s["white_level"]:
+        return "sensor.black_level must be below white_level"
+    for k in _LENS_KEYS:
+        if k not in lens:
+            return "missing 'lens.%s'" % k
+        if not _is_int(lens[k]) or not -_MAX_STEPS <= lens[k] <= _MAX_STEPS:
+            return "lens.%s must be a whole number of steps within +-%d" % (k, _MAX_STEPS)
+    if not lens["position_min"] < lens["position_max"]:
+        return "lens.position_min must be below position_max"
+    m = d["color"].get("color_matrix_1")
+    if not isinstance(m, list) or len(m) != 9 or not all(_is_number(v) for v in m):
+        return "color.color_matrix_1 must be 9 numbers"
+    power = d.get("power")
+    if power is not None:
+        if not isinstance(power, dict):
+            return "'power' must be an object"
+        for k in power:
+            if not _is_int(power[k]) or power[k] < 0:
+                return "power.%s must be a whole number >= 0" % k
+    return None
+
+
 def check(text):
     """Why this text is not a usable descriptor, or None."""
     try:
         d = json.loads(text)
     except ValueError:
         return "not JSON"
-    if not isinstance(d, dict):
-        return "not a JSON object"
-    for k in REQUIRED:
-        if k not in d:
-            return "missing '%s'" % k
-    for k in _SENSOR_KEYS:
-        if k not in d["sensor"]:
-            return "missing 'sensor.%s'" % k
-    for k in _LENS_KEYS:
-        if k not in d["lens"]:
-            return "missing 'lens.%s'" % k
-    if d["sensor"]["cfa"] not in ("RGGB", "BGGR", "GRBG", "GBRG"):
-        return "unknown sensor.cfa"
-    if not d["lens"]["position_min"] < d["lens"]["position_max"]:
-        return "lens.position_min must be below position_max"
-    m = d["color"].get("color_matrix_1")
-    if not isinstance(m, list) or len(m) != 9:
-        return "color.color_matrix_1 must be 9 numbers"
-    return None
+    return _problem(d)
+
+
+def usable(storage):
+    """(text, why): the device's own descriptor if it passes ``check``, else the factory one
+    shipped with the code and why the device's was not used (None when it was)."""
+    try:
+        text = load(storage)
+        why = check(text)
+    except OSError as e:
+        text, why = None, str(e)
+    if why:
+        with open(_path(__file__.rsplit("/", 1)[0])) as f:
+            text = f.read()
+    return text, why
 
 
 def save(storage, text):

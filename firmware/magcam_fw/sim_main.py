@@ -39,8 +39,11 @@ def main(argv=None):
     scenario = Player(parse(_read(opts["scenario"]))) if "scenario" in opts else None
     hal = SimHal(opts.get("sensor-dir"), scenario, storage=flash)
     transport = StdioTransport()
+    text, why = descriptor.usable(flash)
+    if why:  # as a board does (main.descriptor_text): the module still comes up
+        sys.stderr.write("magcam: descriptor on the device unusable (%s): using the factory one\n" % why)
     try:
-        asyncio.run(App(hal, transport, descriptor.load(flash)).run())
+        asyncio.run(App(hal, transport, text).run())
     finally:
         transport.close()
 

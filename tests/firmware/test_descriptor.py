@@ -71,3 +71,57 @@ def test_save_is_atomic_and_load_prefers_the_device_copy():
         for name in os.listdir(_DIR):
             os.remove(_DIR + "/" + name)
         os.rmdir(_DIR)
+
+
+def test_check_refuses_wrong_types_and_ranges_with_a_reason():
+    # Each of these once passed the check and then failed inside the app, taking the link down.
+    cases = [
+        (("color",), "x", "'color' must be an object"),
+        (("sensor",), 5, "'sensor' must be an object"),
+        (("serial",), 42, "'serial' must be a string"),
+        (("lens", "position_max"), "big", "lens.position_max must be a whole number"),
+        (("lens", "position_min"), 1.5, "lens.position_min must be a whole number"),
+        (("lens", "position_max"), 10 ** 9, "lens.position_max must be a whole number"),
+        (("sensor", "width"), 0, "sensor.width must be a whole number"),
+        (("sensor", "height"), True, "sensor.height must be a whole number"),
+        (("sensor", "bits"), 20, "sensor.bits must be a whole number 8..16"),
+        (("sensor", "white_level"), 70000, "sensor.white_level must be a whole number 0..4095"),
+        (("sensor", "black_level"), 4095, "sensor.black_level must be below white_level"),
+        (("color", "color_matrix_1"), [1, 0, 0, 0, 1, 0, 0, 0, "1"], "color.color_matrix_1 must be 9 numbers"),
+        (("power",), [1], "'power' must be an object"),
+        (("power",), {"max_ma": "lots"}, "power.max_ma must be a whole number >= 0"),
+    ]
+    for path, value, reason in cases:
+        d = json.loads(_good())
+        node = d
+        for k in path[:-1]:
+            node = node[k]
+        node[path[-1]] = value
+        why = D.check(json.dumps(d))
+        assert why is not None and why.startswith(reason), (path, value, why)
+    d = json.loads(_good())
+    d["power"] = {"max_ma": 1200, "budget_mw": 4000}
+    assert D.check(json.dumps(d)) is None
+    assert D.check("[1, 2]") == "not a JSON object"
+
+
+def test_usable_falls_back_to_the_factory_descriptor_with_the_reason():
+    try:
+        os.mkdir(_DIR)
+    except OSError:
+        pass
+    try:
+        assert D.usable(_DIR) == (_good(), None)  # a blank module
+        d = json.loads(_good())
+        d["serial"] = "CAL-7"
+        D.save(_DIR, json.dumps(d))
+        assert json.loads(D.usable(_DIR)[0])["serial"] == "CAL-7"
+        d["color"] = "x"  # as a bad upload before the type checks could leave it
+        D.save(_DIR, json.dumps(d))
+        assert D.usable(_DIR) == (_good(), "'color' must be an object")
+        D.save(_DIR, "{not json")
+        assert D.usable(_DIR) == (_good(), "not JSON")
+    finally:
+        for name in os.listdir(_DIR):
+            os.remove(_DIR + "/" + name)
+        os.rmdir(_DIR)

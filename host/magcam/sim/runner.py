@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 import magcam_fw
+from magcam_fw import descriptor as fw_descriptor
 from magcam_fw import scenario as scenario_mod
 
 from . import registry, scenectl
@@ -250,7 +251,9 @@ class Simulator:
         self._master, self._slave = master, slave  # slave held open: hosts may close and reopen
         self.port = os.ttyname(slave)
         # A USB-like identity, so discovery and hot-plug find us as they find a board.
-        flash_descriptor = json.loads((self.flash / "descriptor.json").read_text())
+        # The descriptor the firmware will use: the flash's own, or the factory one if that is
+        # unusable (the firmware says why on its stderr, as a board says on its console).
+        flash_descriptor = json.loads(fw_descriptor.usable(str(self.flash))[0])
         self.serial_number = str(flash_descriptor.get("serial", "SIM"))
         self._registration = registry.register(self.port, self.serial_number,
                                                f"magcam simulator ({flash_descriptor.get('model', '?')})")

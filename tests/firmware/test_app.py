@@ -1,0 +1,69 @@
+"""The app's command handling, on the unix port and CPython alike: a failing command is answered
+and logged, and the link keeps answering the next ones."""
+
+import os
+import struct
+
+from _util import REPO, tohex
+from magcam_fw import protocol as P
+from magcam_fw.app import App
+from magcam_fw.safemode import SafeHal
+
+
+class _Transport:
+    def __init__(self):
+        self.out = bytearray()
+
+    def read_into(self, buf):
+        return 0
+
+    def write(self, data):
+        self.out += data
+
+
+def _messages(wire):
+    got = []
+    P.Decoder().feed(bytes(wire), lambda mtype, seq, payload: got.append(P.unpack(mtype, bytes(payload))))
+    return got
+
+
+def _app():
+    d = "/tmp/magcam_test_" + tohex(os.urandom(6))
+    os.mkdir(d)
+    with open(REPO + "/firmware/magcam_fw/descriptor.json") as f:
+        text = f.read()
+    t = _Transport()
+    return App(SafeHal("testing", None, d), t, text), t, d
+
+
+def _cleanup(d):
+    for n in os.listdir(d):
+        os.remove(d + "/" + n)
+    os.rmdir(d)
+
+
+def test_a_command_that_fails_is_answered_internal_and_the_link_goes_on():
+    app, t, d = _app()
+    try:
+        app.on_message(P.CMD_CONNECT, 1, bytes([P.VERSION]) + b"test")
+
+        def broken_actuator(position):  # e.g. the lens driver's I2C write raising OSError
+            raise OSError(5)
+
+        app.focus.move_to = broken_actuator
+        t.out = bytearray()
+        app.on_message(P.CMD_SET_LENS, 2, struct.pack("<i", 10))
+        naks = [m for m in _messages(t.out) if m["type"] == "nak"]
+        logs = [m for m in _messages(t.out) if m["type"] == "log"]
+        assert len(naks) == 1 and naks[0]["ack_seq"] == 2 and naks[0]["code"] == P.NAK_INTERNAL, naks
+        assert "OSError" in naks[0]["message"] and "0x%02x" % P.CMD_SET_LENS in naks[0]["message"]
+        assert len(logs) == 1 and "OSError" in logs[0]["text"], logs
+        t.out = bytearray()
+        app.on_message(P.CMD_PING, 3, b"")
+        acks = [m for m in _messages(t.out) if m["type"] == "ack"]
+        assert [a["ack_seq"] for a in acks] == [3]
+        t.out = bytearray()
+        app.on_message(P.CMD_SET_LENS, 2, struct.pack("<i", 10))  # a retry gets the same answer
+        assert [(m["type"], m["ack_seq"]) for m in _messages(t.out)] == [("nak", 2)]
+    finally:
+        _cleanup(d)
