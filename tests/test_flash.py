@@ -22,6 +22,7 @@ from esptool.cmds import elf2image, image_info, merge_bin
 from magcam.firmware_image import build_image, read_image
 from magcam.flash import FlashError, flash, merge, plan, read_partition_table
 
+REPO = Path(__file__).resolve().parents[1]
 MAGCAM = [sys.executable, "-m", "magcam.cli"]
 S3 = "esp32s3-devkitc-1"
 VFS = (0x310000, 0x4F0000)
@@ -185,6 +186,50 @@ def test_cli_flash_merge_and_errors(firmware: Path, tmp_path: Path) -> None:
     r = subprocess.run([*MAGCAM, "flash", "--board", S3, "--micropython", str(firmware)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "give --port" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_outputs_never_replace_an_input_or_a_device(firmware: Path, app_img: Path, tmp_path: Path) -> None:
+    """Each of these once exited 0 having written the image over an input (the MicroPython .bin,
+    the app image, the board file, the descriptor) or replaced a device node with a file."""
+    board = tmp_path / "myboard.json"
+    board.write_text((REPO / "boards" / f"{S3}.json").read_text())
+    desc = tmp_path / "mod42.json"
+    desc.write_text((REPO / "firmware/magcam_fw/descriptor.json").read_text())
+    mp, app = tmp_path / "mp.bin", tmp_path / "app.img"
+    mp.write_bytes(firmware.read_bytes())
+    app.write_bytes(app_img.read_bytes())
+    before = {p: p.read_bytes() for p in (board, desc, mp, app)}
+
+    def refused(*args: str, match: str) -> None:
+        r = subprocess.run([*MAGCAM, *args], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert match in r.stderr, r.stderr
+
+    refused("build-image", "-b", str(board), "-o", str(board), match="is also an input")
+    refused("build-image", "-b", S3, "-o", str(desc), "--descriptor", str(desc), match="is also an input")
+    refused("build-image", "-b", S3, "-o", "/dev/null", match="not a regular file")
+    merge_args = ["flash", "-b", S3, "--micropython", str(mp), "--merge"]
+    refused(*merge_args, "--app", str(app), "-o", str(mp), match="is also an input")
+    refused(*merge_args, "--app", str(app), "-o", str(app), match="is also an input")
+    refused(*merge_args, "--descriptor", str(desc), "-o", str(desc), match="is also an input")
+    refused("flash", "-b", str(board), "--micropython", str(mp), "--app", str(app), "--merge", "-o", str(board),
+            match="is also an input")
+    refused(*merge_args, "--app", str(app), "-o", "/dev/null", match="not a regular file")
+    # --descriptor would have been dropped without a word, and the module's calibration with it
+    refused(*merge_args, "--app", str(app), "--descriptor", str(desc), "-o", str(tmp_path / "x.bin"),
+            match="with --app, build that image")
+    refused("flash", "-b", S3, "-p", "/dev/null", "-o", str(tmp_path / "x.bin"), match="--out is for --merge")
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in before)  # nothing left
+    with pytest.raises(FlashError, match="is also an input"):
+        merge(S3, mp, app, app)
+    assert app.read_bytes() == before[app]
+
+    real = tmp_path / "release.bin"  # a link is followed: the file it points to is replaced
+    link = tmp_path / "latest.bin"
+    link.symlink_to(real.name)
+    merge(S3, mp, app, link)
+    assert link.is_symlink() and real.stat().st_size == 8 * 1024 * 1024
 
 
 def test_esptool_progress_and_lines_reach_the_callbacks() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -13,9 +15,12 @@ def atomic_path(path: str | os.PathLike):
     """A temporary path beside ``path`` for writers that want a file name (tifffile, encoders).
 
     On success the file is fsynced and renamed into place; on any error (including ENOSPC) it
-    is removed and ``path`` is untouched.
+    is removed and ``path`` is untouched. A symlink at ``path`` stays a link: the file it points
+    to is replaced. Anything at ``path`` that is not a regular file (a device such as
+    ``/dev/sdb``, a pipe, a socket, a directory) raises ``NotRegularFileError`` before any
+    work: a rename would put a file in its place.
     """
-    path = Path(path)
+    path = writable_target(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     try:
@@ -43,6 +48,34 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
     """Write through a file object; the file appears complete at ``path`` or not at all."""
     with atomic_path(path) as tmp, open(tmp, mode) as f:
         yield f
+
+
+class NotRegularFileError(OSError):
+    """The output path holds something a file must not replace (a device, pipe, socket, directory)."""
+
+
+def writable_target(path: str | os.PathLike) -> Path:
+    """Where writing ``path`` atomically puts the file: the path itself, or the file a symlink
+    there points to. Raises ``NotRegularFileError`` if that exists and is not a regular file."""
+    path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return path
+    except OSError:  # unreadable: let the write itself say why
+        return path
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a device, pipe or socket)"
+        raise NotRegularFileError(errno.EEXIST, f"{kind}: not replacing it with a file", str(path))
+    return path
+
+
+def first_same(out: str | os.PathLike, inputs) -> str | os.PathLike | None:
+    """The first of ``inputs`` (paths, or None for absent ones) that ``out`` is the same file
+    as, else None: writing ``out`` would destroy that input."""
+    return next((i for i in inputs if i is not None and same_file(i, out)), None)
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

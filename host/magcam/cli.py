@@ -345,7 +345,7 @@ def flash_cmd(board: str, port: str | None, micropython_bin: Path | None, app_im
     """Write MicroPython and the app to an ESP32-family board (or merge them into one image)."""
     import tempfile
 
-    from .firmware_image import ImageError, build_image, resolve_board
+    from .firmware_image import ImageError, build_image, check_output, resolve_board
     from .flash import FlashError, esp_chip, flash, plan
     from .flash import merge as merge_image
 
@@ -355,6 +355,13 @@ def flash_cmd(board: str, port: str | None, micropython_bin: Path | None, app_im
             raise FlashError("--merge needs --micropython FIRMWARE.bin and --out FILE")
         if not merge and not port:
             raise FlashError("give --port (the board's serial device), or --merge --out FILE for one image")
+        if app_image is not None and descriptor is not None:  # it would be silently dropped
+            raise FlashError("--descriptor goes into an app image built now; with --app, build that image "
+                             "with `magcam build-image --descriptor` instead")
+        if merge:
+            check_output(out_path, FlashError, micropython_bin, app_image, descriptor)
+        elif out_path is not None:
+            raise FlashError("--out is for --merge; without it the board on --port is written")
         esp_chip(resolve_board(board))  # an RP2040/CircuitPython board: say how, before building anything
         if micropython_bin is not None:
             plan(board, micropython_bin, None)  # a wrong .bin: say so before building the app

@@ -59,7 +59,7 @@ import magcam_fw
 from magcam_fw import board as fw_board
 from magcam_fw import descriptor as fw_descriptor
 
-from .atomic import write_bytes_atomic
+from .atomic import first_same, write_bytes_atomic, writable_target
 
 FIRMWARE_DIR = Path(magcam_fw.__file__).resolve().parent.parent
 BOARDS_DIR = FIRMWARE_DIR.parent / "boards"
@@ -145,6 +145,18 @@ def resolve_board(board: str | Path | dict) -> dict:
         return fw_board.load(str(p))
     except fw_board.BoardError as e:
         raise ImageError(f"board error: {e}") from None
+
+
+def check_output(out: Path, error: type[Exception], *inputs) -> None:
+    """Refuse, before any work, an output that would replace one of the command's inputs or
+    something that is not a regular file (``-o /dev/sdb``)."""
+    clash = first_same(out, inputs)
+    if clash is not None:
+        raise error(f"{out} is also an input ({clash}): write the image elsewhere")
+    try:
+        writable_target(out)
+    except OSError as e:
+        raise error(f"cannot write {out}: {e.strerror}") from None
 
 
 def board_file_text(bd: dict) -> str:
@@ -383,12 +395,13 @@ def build_image(board: str | Path | dict, out: Path, *, descriptor: Path | None 
         raise ImageError(f"{out} is a directory: give the image's file name")
     if not out.parent.is_dir():
         raise ImageError(f"{out.parent} does not exist: create it or write the image elsewhere")
+    check_output(out, ImageError, bd.get("_path"), descriptor)
     files = app_files(bd, descriptor=descriptor, firmware=firmware, micropython=micropython, progress=progress)
     image, used = pack_littlefs(files, count, progress)
     try:
         write_bytes_atomic(out, image)
     except OSError as e:
-        raise ImageError(f"cannot write {out}: {e}") from None
+        raise ImageError(f"cannot write {out}: {e.strerror or e}") from None
     mpy = next((mpy_major(f.data) for f in files if f.path.endswith(".mpy")), 0)
     return ImageInfo(
         path=out, board=bd["name"], chip=bd["chip"], offset=offset, size=size, block_size=BLOCK_SIZE,

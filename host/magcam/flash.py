@@ -43,7 +43,7 @@ from pathlib import Path
 from magcam_fw import board as fw_board
 
 from .atomic import write_bytes_atomic
-from .firmware_image import ImageError, check_image, resolve_board
+from .firmware_image import ImageError, check_output, check_image, resolve_board
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 Log = Callable[[str], None]
@@ -397,6 +397,8 @@ def merge(board: str | Path | dict, micropython_bin: Path | bytes, app_image: Pa
     if micropython_bin is None or app_image is None:
         raise FlashError("a merged image needs both the MicroPython .bin and the app image")
     bd, regions = plan(board, micropython_bin, app_image)
+    out = Path(out)
+    check_output(out, FlashError, bd.get("_path"), *(p for p in (micropython_bin, app_image) if not isinstance(p, bytes)))
     if progress:
         progress("merge", 0, 1)
     with _esptool_output(None, None, ["merge"]) as lines:
