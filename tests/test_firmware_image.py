@@ -6,6 +6,7 @@ board file passes the firmware's own checks, and the device can write to it."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -199,8 +200,29 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path, descriptor: dict) -> None:
     tiny["flash"]["regions"] = [{"name": "firmware", "offset": "0x0", "size": "0x1f8000"},
                                 {"name": "vfs", "offset": "0x1f8000", "size": "0x8000", "fs": "littlefs2"}]
     (tmp_path / "tiny.json").write_text(json.dumps(tiny))
-    with pytest.raises(ImageError, match=r"does not fit in the vfs region \(32 KiB\)"):
+    with pytest.raises(ImageError, match=r"needs \d+ blocks \(\d+ KiB\) of LittleFS; the vfs region has 8 \(32 KiB\)") as e:
         build_image(tmp_path / "tiny.json", tmp_path / "x.img")
+    assert not (tmp_path / "x.img").exists()
+    need = int(re.search(r"needs (\d+) blocks", str(e.value)).group(1))
+
+    def vfs_blocks(n: int) -> Path:  # the pico board with an n-block vfs region at the end of flash
+        bd = json.loads((REPO / "boards" / "rpi-pico.json").read_text())
+        start = 0x200000 - n * 0x1000
+        bd["flash"]["regions"] = [{"name": "firmware", "offset": "0x0", "size": hex(start)},
+                                  {"name": "vfs", "offset": hex(start), "size": hex(n * 0x1000), "fs": "littlefs2"}]
+        path = tmp_path / f"vfs{n}.json"
+        path.write_text(json.dumps(bd))
+        return path
+
+    assert build_image(vfs_blocks(need), tmp_path / "fits.img").used_blocks == need  # the figure is exact
+    with pytest.raises(ImageError, match=f"needs {need} blocks"):
+        build_image(vfs_blocks(need - 1), tmp_path / "x.img")
+    with pytest.raises(ImageError, match=r"vfs region \(4 KiB, 1 blocks\) cannot hold a LittleFS filesystem"):
+        build_image(vfs_blocks(1), tmp_path / "x.img")
+    with pytest.raises(ImageError, match=r"flash.regions\[1\] \(vfs\): size 0"):
+        build_image(vfs_blocks(0), tmp_path / "x.img")
+    with pytest.raises(ImageError, match="MicroPython version 'abc': give a release number"):
+        build_image("rpi-pico", tmp_path / "x.img", micropython="abc")
     assert not (tmp_path / "x.img").exists()
 
 

