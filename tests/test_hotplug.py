@@ -4,6 +4,7 @@ a different device path; the host finds it again by serial number and finishes t
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,30 @@ def registry(tmp_path, monkeypatch):
 def start_sim(flash) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([*MAGCAM, "sim", "--flash", str(flash)], stdout=subprocess.PIPE, text=True)
     return proc, proc.stdout.readline().strip()
+
+
+def test_malformed_registry_entries_are_skipped(registry, tmp_path, monkeypatch):
+    """Files that are not our entries once crashed `magcam ports` and every `--port auto`."""
+    registry.mkdir()
+    (registry / "a.json").write_text('{"process": "abc"}')
+    (registry / "b.json").write_text("[1, 2]")
+    (registry / "c.json").write_text(json.dumps({"process": os.getpid(), "device": "/dev/null"}))  # no ids
+    (registry / "d.json").write_text("{not json")
+    proc, port = start_sim(tmp_path / "flash")
+    try:
+        out = subprocess.run([*MAGCAM, "ports", "--json"], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        assert [json.loads(line)["device"] for line in out.stdout.splitlines()] == [port]
+        assert resolve("auto").device == port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    not_a_dir = tmp_path / "registry-file"
+    not_a_dir.write_text("")
+    monkeypatch.setenv("MAGCAM_SIM_REGISTRY", str(not_a_dir))
+    assert candidates() == []  # nothing to find, and no crash
+    out = subprocess.run([*MAGCAM, "sim", "--duration", "1"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and "is not a directory" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_ports_and_auto_find_the_simulator(registry, tmp_path):

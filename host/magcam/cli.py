@@ -13,6 +13,8 @@ import click
 
 from . import __version__
 from .atomic import write_bytes_atomic
+from magcam_fw.scenario import KINDS as scenario_kinds
+
 from .link import LinkError
 from .report import Reporter
 
@@ -45,7 +47,7 @@ def demo(out_dir: Path, scene: str | None, seed: int, json_mode: bool) -> None:
 
 @main.command()
 @click.option("--scenario", type=click.Path(exists=True, dir_okay=False),
-              help="Stimuli, one JSON object per line (turn, detach, attach, load, temp).")
+              help="Stimuli, one JSON object per line (" + ", ".join(scenario_kinds) + "; docs/simulator.md).")
 @click.option("--scene", help="Image file the virtual sensor sees, or a built-in scene: colorchecker, flat, "
               "flat:LEVEL (linear grey).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sensor noise seed.")
@@ -61,9 +63,19 @@ def demo(out_dir: Path, scene: str | None, seed: int, json_mode: bool) -> None:
 def sim(scenario: str | None, scene: str | None, seed: int, flash: Path | None, port_file: Path | None,
         duration: float | None, focus_distance: float | None, truth: str | None) -> None:
     """Start the simulated module and print its serial device path."""
+    from .atomic import writable_target
     from .sim import Simulator, SimulatorError
 
     try:
+        if duration is not None and not (0 < duration < float("inf")):
+            raise SimulatorError(f"--duration {duration}: give a number of seconds above 0")
+        if port_file is not None:  # said before the simulator starts, not after it prints its port
+            if not port_file.parent.is_dir():
+                raise SimulatorError(f"--port-file {port_file}: {port_file.parent} does not exist")
+            try:
+                writable_target(port_file)
+            except OSError as e:
+                raise SimulatorError(f"--port-file {port_file}: {e.strerror}") from None
         truth_dict = None
         if truth:
             import json
@@ -85,7 +97,11 @@ def sim(scenario: str | None, scene: str | None, seed: int, flash: Path | None, 
         click.echo(simulator.port)
         sys.stdout.flush()
         if port_file:
-            write_bytes_atomic(port_file, (simulator.port + "\n").encode())
+            try:
+                write_bytes_atomic(port_file, (simulator.port + "\n").encode())
+            except OSError as e:
+                click.echo(f"error: --port-file {port_file}: {e.strerror or e}", err=True)
+                sys.exit(1)
         deadline = None if duration is None else time.monotonic() + duration
         while not stop and simulator.alive():
             if deadline is not None and time.monotonic() >= deadline:

@@ -68,7 +68,7 @@ def candidates() -> list[PortInfo]:
         if info.known_as:
             found.append(info)
     for e in registry.entries():
-        found.append(PortInfo(e["device"], e["vid"], e["pid"], e["serial_number"], e["description"]))
+        found.append(PortInfo(e["device"], e["vid"], e["pid"], e["serial_number"], str(e.get("description", ""))))
     return found
 
 

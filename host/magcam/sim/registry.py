@@ -20,10 +20,24 @@ SIM_PID = 0x0001
 
 
 def registry_dir() -> Path:
+    """The registry directory, created if missing (OSError with the reason if it cannot be)."""
     env = os.environ.get("MAGCAM_SIM_REGISTRY")
     path = Path(env) if env else Path(tempfile.gettempdir()) / f"magcam-sim-{os.getuid()}"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise NotADirectoryError(f"simulator registry {path} is not a directory"
+                                 + (" (MAGCAM_SIM_REGISTRY)" if env else "")) from None
     return path
+
+
+def _valid(entry) -> bool:
+    """An entry this version wrote: anything else (another tool's file, a half-edited one) is
+    not a simulator to offer."""
+    return (isinstance(entry, dict) and isinstance(entry.get("device"), str)
+            and all(isinstance(entry.get(k), int) and not isinstance(entry.get(k), bool) and entry[k] > 0
+                    for k in ("process", "vid", "pid"))
+            and isinstance(entry.get("serial_number"), str))
 
 
 def register(device: str, serial_number: str, description: str) -> Path:
@@ -51,12 +65,18 @@ def _alive(pid: int) -> bool:
 def entries() -> list[dict]:
     """Live simulators: their device, USB-like ids and serial number."""
     out = []
-    for path in sorted(registry_dir().glob("*.json")):
+    try:
+        paths = sorted(registry_dir().glob("*.json"))
+    except OSError:  # no usable registry: no simulators to find (starting one says why)
+        return out
+    for path in paths:
         try:
             entry = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if _alive(int(entry.get("process", 0))) and os.path.exists(entry.get("device", "")):
+        if not _valid(entry):
+            continue
+        if _alive(entry["process"]) and os.path.exists(entry["device"]):
             out.append(entry)
         else:
             path.unlink(missing_ok=True)  # a simulator killed outright cannot unregister itself
