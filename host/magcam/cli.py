@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 
 import click
+from magcam_fw.scenario import KINDS as scenario_kinds
 
 from . import __version__
 from .atomic import write_bytes_atomic
-from magcam_fw.scenario import KINDS as scenario_kinds
-
 from .link import LinkError
 from .report import Reporter
 
