@@ -4,6 +4,7 @@ board's USB CDC REPL speaks), and the version advice. A real board: tests/hardwa
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -12,6 +13,7 @@ import sys
 import tty
 from pathlib import Path
 
+import magcam.deploy
 import pytest
 from magcam import FIRMWARE_VERSION, PROTOCOL_VERSION
 from magcam.deploy import (
@@ -119,6 +121,51 @@ def test_circuitpython_drive_deploy_copies_then_skips(tmp_path: Path) -> None:
     assert third.removed == ["/lib/magcam_fw/hal_sim.py", "/magcam_fw"]
     assert not (drive / "magcam_fw").exists() and not (drive / "lib/magcam_fw/hal_sim.py").exists()
     assert not any("asyncio" in n for n in third.notes)
+
+
+def _with_free_space(monkeypatch, kib: int) -> None:
+    """The drive reports ``kib`` KiB free in 512-byte clusters (a small FAT drive)."""
+    real = os.statvfs
+
+    def statvfs(path):
+        s = real(path)
+        return os.statvfs_result((512, 512, s.f_blocks, kib * 2, kib * 2, *tuple(s)[5:]))
+
+    monkeypatch.setattr(magcam.deploy.os, "statvfs", statvfs)
+
+
+def test_a_drive_without_room_is_refused_before_anything_is_copied(tmp_path: Path, monkeypatch) -> None:
+    """A full CIRCUITPY drive once got boot.py, main.py and a few modules, then "No space left",
+    and the board no longer booted."""
+    drive = _drive(tmp_path)
+    before = sorted(p.relative_to(drive) for p in drive.rglob("*"))
+    _with_free_space(monkeypatch, 64)
+    with pytest.raises(DeployError, match=r"has 64 KiB free and the app needs \d+ KiB: nothing was copied"):
+        deploy(None, drive=drive)
+    assert sorted(p.relative_to(drive) for p in drive.rglob("*")) == before
+    need = sum(-(-len(f.data) // 512) * 512 for f in app_files("feather-rp2040-circuitpython", with_descriptor=False))
+    _with_free_space(monkeypatch, need // 1024 + 64)  # the files, their folders and one temporary copy
+    assert not (drive / "main.py").exists()
+    assert deploy(None, drive=drive).copied
+
+
+def test_a_copy_cut_short_leaves_the_entry_points_alone(tmp_path: Path, monkeypatch) -> None:
+    drive = _drive(tmp_path)
+    (drive / "main.py").write_text("print('the app before')\n")
+    real = magcam.deploy.atomic_write
+    written = []
+
+    def fails_after_three(path, *a, **k):
+        if len(written) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        written.append(Path(path).name)
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(magcam.deploy, "atomic_write", fails_after_three)
+    with pytest.raises(DeployError, match="No space left on device"):
+        deploy(None, drive=drive)
+    assert "main.py" not in written and "boot.py" not in written and len(written) == 3
+    assert (drive / "main.py").read_text() == "print('the app before')\n" and not (drive / "boot.py").exists()
 
 
 def test_drive_keeps_a_custom_board_file_unless_told(tmp_path: Path) -> None:

@@ -513,6 +513,31 @@ def _drive_hash(path: Path) -> str | None:
         return None
 
 
+def _check_room(drive: Path, copy) -> None:
+    """Refuse, before writing anything, a copy the drive has no room for: a CIRCUITPY drive is
+    often 1-2 MB, and an app half copied does not boot. Counts whole clusters, the space the
+    files they replace give back, and one file's temporary copy (writes are atomic)."""
+    try:
+        st = os.statvfs(drive)
+    except OSError:
+        return  # cannot tell: the copy itself will say
+    cluster = max(1, st.f_frsize)
+
+    def clusters(n: int) -> int:
+        return -(-n // cluster) * cluster
+
+    need = max((clusters(len(f.data)) for f in copy), default=0)
+    for f in copy:
+        old = drive / f.path.lstrip("/")
+        freed = clusters(old.stat().st_size) if old.is_file() else 0
+        need += clusters(len(f.data)) - freed
+    need += sum(cluster for d in parents(f.path for f in copy) if not (drive / d.lstrip("/")).is_dir())
+    free = st.f_bavail * st.f_frsize
+    if need > free:
+        raise DeployError(f"{drive} has {free // 1024} KiB free and the app needs {-(-need // 1024)} KiB: "
+                          "nothing was copied; make room (e.g. unused libraries under lib/) and deploy again")
+
+
 def deploy_drive(drive: Path, *, board=None, descriptor: Path | None = None, progress: Progress | None = None,
                  log: Log | None = None) -> DeployResult:
     """Copy the app's sources to a CircuitPython drive (a mounted directory)."""
@@ -546,9 +571,13 @@ def deploy_drive(drive: Path, *, board=None, descriptor: Path | None = None, pro
     if log:
         log(f"{len(plan.copy)} to copy ({plan.copy_bytes} bytes), {len(plan.skip)} unchanged, "
             f"{len(plan.remove)} to remove")
+    _check_room(drive, plan.copy)
     total, done = plan.copy_bytes, 0
+    # The entry points last: a copy cut short (unplugged) leaves the old ones, not new ones that
+    # import modules the drive does not have yet.
+    order = sorted(plan.copy, key=lambda f: f.path.count("/") == 1 and f.path.endswith(".py"))
     try:
-        for f in plan.copy:
+        for f in order:
             dest = drive / f.path.lstrip("/")
             dest.parent.mkdir(parents=True, exist_ok=True)
             with atomic_write(dest) as fh:
@@ -565,7 +594,9 @@ def deploy_drive(drive: Path, *, board=None, descriptor: Path | None = None, pro
             else:
                 target.unlink(missing_ok=True)
     except OSError as e:
-        raise DeployError(f"{drive}: {e.strerror or e} ({e.filename or ''}): is the drive full or read-only?") from None
+        where = f" ({e.filename})" if e.filename else ""
+        raise DeployError(f"{drive}: {e.strerror or e}{where}: is the drive full or read-only? "
+                          "The files copied so far are whole; deploy again once it is fixed") from None
     if not any((drive / "lib" / n).exists() for n in ("asyncio", "asyncio.mpy")):
         notes.append("CircuitPython has no built-in asyncio: install it on the board with `circup install asyncio`")
     if "/boot.py" in [f.path for f in plan.copy]:
