@@ -318,6 +318,16 @@ def test_cli_deploy_errors_are_one_line(tmp_path: Path) -> None:
 # ---- versions --------------------------------------------------------------------------------
 
 
+def test_deploy_to_a_simulator_says_so_at_once(tmp_path: Path, monkeypatch) -> None:
+    """It used to wait --wait seconds for a RESET, then advise holding the BOOT button."""
+    from magcam.sim import Simulator
+
+    monkeypatch.setenv("MAGCAM_SIM_REGISTRY", str(tmp_path / "registry"))
+    with Simulator() as sim:
+        with pytest.raises(DeployError, match="is a simulated module.*nothing to deploy"):
+            deploy(sim.port, wait=30)
+
+
 def test_version_advice_names_the_exact_command() -> None:
     assert version_advice(FIRMWARE_VERSION, PROTOCOL_VERSION, "rpi-pico", port="/dev/ttyACM0") is None
     old = version_advice("0.0.1", PROTOCOL_VERSION, "rpi-pico", port="/dev/ttyACM0")
