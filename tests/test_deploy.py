@@ -308,6 +308,12 @@ def test_cli_deploy_errors_are_one_line(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "/dev/ttyMAGCAM-NOPE" in r.stderr and "no such port" in r.stderr
+    # with --json, a usage error is a JSON error line too (it was only click's text on stderr)
+    r = subprocess.run([*MAGCAM, "deploy", "--drive", str(tmp_path / "nope"), "--json"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    err = json.loads(r.stdout.splitlines()[-1])
+    assert err["type"] == "error" and "--drive" in err["message"] and "does not exist" in err["message"]
     drive = _drive(tmp_path)
     r = subprocess.run([*MAGCAM, "deploy", "--drive", str(drive), "--json"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr

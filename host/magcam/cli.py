@@ -18,7 +18,26 @@ from .link import LinkError
 from .report import Reporter
 
 
-@click.group()
+class _Group(click.Group):
+    """Click's group, but with ``--json`` a usage error (a bad option value, a missing
+    argument) is also the ``error`` JSON line scripts read on stdout, still with exit code 2."""
+
+    def main(self, args=None, **kwargs):
+        argv = sys.argv[1:] if args is None else list(args)
+        if "--json" not in argv or kwargs.get("standalone_mode") is False:
+            return super().main(args, **kwargs)
+        try:
+            return super().main(args, standalone_mode=False, **kwargs)
+        except click.ClickException as e:
+            e.show()  # the usual text on stderr, for a person
+            Reporter(True).error(e.format_message())
+            sys.exit(e.exit_code)
+        except click.Abort:
+            Reporter(True).error("aborted")
+            sys.exit(1)
+
+
+@click.group(cls=_Group)
 @click.version_option(__version__, prog_name="magcam")
 def main() -> None:
     """Dev kit for the magcam clip-on camera module."""
