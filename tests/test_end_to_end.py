@@ -226,7 +226,9 @@ def test_sim_option_errors_are_said_before_it_starts(tmp_path):
     printed the port, then a traceback; /dev/null was replaced by a file."""
     cases = [(["--duration", "nan"], "--duration nan"), (["--duration", "-1"], "above 0"),
              (["--duration", "0"], "above 0"), (["--port-file", str(tmp_path / "no" / "p")], "does not exist"),
-             (["--port-file", "/dev/null"], "not a regular file")]
+             (["--port-file", "/dev/null"], "not a regular file"),
+             (["--truth", "nosuchfile"], "--truth nosuchfile: neither a file nor JSON"),
+             (["--truth", "[]"], "must be a dict")]
     for args, said in cases:
         out = subprocess.run([*MAGCAM, "sim", *args], capture_output=True, text=True, timeout=30)
         assert out.returncode == 1 and said in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)

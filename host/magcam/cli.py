@@ -98,11 +98,15 @@ def sim(scenario: str | None, scene: str | None, seed: int, flash: Path | None, 
         if truth:
             import json
 
-            text = truth if truth.lstrip().startswith("{") else Path(truth).read_text()
+            is_file = Path(truth).is_file()
             try:
+                text = Path(truth).read_text() if is_file else truth
                 truth_dict = json.loads(text)
+            except OSError as e:
+                raise SimulatorError(f"--truth {truth}: {e.strerror or e}") from None
             except ValueError as e:
-                raise SimulatorError(f"--truth {truth}: not JSON ({e})") from None
+                what = "not JSON" if is_file else "neither a file nor JSON"
+                raise SimulatorError(f"--truth {truth}: {what} ({e})") from None
         simulator = Simulator(scenario=scenario, scene=scene, seed=seed, flash=flash,
                               focus_distance=focus_distance, truth=truth_dict).start()
     except (SimulatorError, OSError) as e:
