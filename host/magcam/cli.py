@@ -113,7 +113,7 @@ def sim(scenario: str | None, scene: str | None, seed: int, flash: Path | None, 
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
     stop = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # HUP: its terminal closed
         signal.signal(sig, lambda *_: stop.append(1))
     try:
         click.echo(simulator.port)
