@@ -20,4 +20,5 @@ with magcam.connect(args.port) as cam:
         elif ev["type"] in ("attach", "fault"):
             print(ev)
     print("power:", cam.power)
-    print("lens moved to", cam.set_lens_position(250), "was", cam.lens_position)
+    was = cam.lens_position
+    print("lens moved to", cam.set_lens_position(250), "was", was)

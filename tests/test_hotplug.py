@@ -7,12 +7,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 import magcam
 from magcam.discovery import candidates, resolve
+from magcam.sim.runner import usb_serial
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import chaos  # noqa: E402  (tools/chaos.py: the hot-plug chaos library)
@@ -66,10 +68,11 @@ def test_ports_and_auto_find_the_simulator(registry, tmp_path):
         out = subprocess.run([*MAGCAM, "ports", "--json"], capture_output=True, text=True, timeout=30)
         listed = [json.loads(line) for line in out.stdout.splitlines()]
         assert [(p["device"], p["vid"], p["pid"], p["serial_number"]) for p in listed] == [
-            (port, 0x1209, 0x0001, "SIM-000001")]
+            (port, 0x1209, 0x0001, usb_serial(tmp_path / "flash"))]
         assert resolve("auto").device == port
         with magcam.connect("auto") as cam:
-            assert cam.port == port and cam.usb_serial == "SIM-000001"
+            assert cam.port == port and cam.usb_serial == usb_serial(tmp_path / "flash")
+            assert cam.descriptor["serial"] == "SIM-000001"  # the module's own serial, from its descriptor
         second, port2 = start_sim(tmp_path / "flash2")
         try:
             with pytest.raises(magcam.discovery.PortError, match="several boards"):
@@ -81,6 +84,29 @@ def test_ports_and_auto_find_the_simulator(registry, tmp_path):
         proc.terminate()
         proc.wait(timeout=10)
     assert candidates() == []  # gone when the simulators stop
+
+
+def test_an_unplugged_module_is_not_swapped_for_another_and_a_burst_stops_waiting(registry, tmp_path):
+    """With another module plugged in, a burst whose module went away once carried on with the
+    other one (every simulator had the same USB serial) and said nothing; one that did not come
+    back waited the reconnect timeout again for every frame left."""
+    other, _ = start_sim(tmp_path / "flash_other")
+    victim, port = start_sim(tmp_path / "flash_victim")
+    try:
+        with magcam.connect(port, reconnect_timeout=2.0) as cam:
+            cam.capture_raw(64, 48)
+            victim.terminate()  # unplugged, for good
+            victim.wait(timeout=10)
+            t0 = time.monotonic()
+            res = cam.capture_burst(5, 64, 48)
+            took = time.monotonic() - t0
+        assert res.frames == [] and res.reconnects == 0 and [lost.index for lost in res.lost] == [0, 1, 2, 3, 4]
+        assert res.lost[0].reason.endswith("(module did not come back)"), res.lost[0].reason
+        assert all("unplugged and did not come back within 2 s" in lost.reason for lost in res.lost[1:])
+        assert took < 2.0 + 3.0, took  # one reconnect wait, not one per frame
+    finally:
+        other.terminate()
+        other.wait(timeout=10)
 
 
 def test_killed_mid_burst_reconnects_and_loses_nothing_silently(tmp_path, descriptor):

@@ -126,8 +126,12 @@ class Camera:
         return None if ev is None else ev["lens"]
 
     def set_lens_position(self, position: int) -> int:
-        """Drive the lens actuator; returns the position reached (clamped at the end-stops)."""
-        return self._link.command(P.CMD_SET_LENS, {"position": int(position)})["value"]
+        """Drive the lens actuator; returns the position reached (clamped at the end-stops),
+        which ``lens_position`` reports from now on."""
+        reached = self._link.command(P.CMD_SET_LENS, {"position": int(position)})["value"]
+        ev = self._link.state.get("encoder")  # the device's next event would say it only later
+        self._link.state["encoder"] = {**(ev or {"type": "encoder"}), "lens": reached}
+        return reached
 
     def autofocus(self, **kw):
         """Host-driven contrast AF; leaves the lens at the sharpest position. Returns an
@@ -222,10 +226,16 @@ class Camera:
 
     def _series(self, steps, width, height, analog_gain, retries, on_frame) -> CaptureResult:
         result = CaptureResult()
+        gone = None  # why the module is gone for good: the frames left are lost without waiting again
         for i, (exposure, extra) in enumerate(steps):
+            if gone is not None:
+                result.lost.append(LostFrame(i, gone))
+                continue
             frame, reason = self._persistent_capture(width, height, exposure, analog_gain, retries, result)
             if frame is None:
                 result.lost.append(LostFrame(i, reason))
+                if reason.endswith(_GONE):
+                    gone = f"not taken: the module was unplugged and did not come back within {self.reconnect_timeout:g} s"
                 continue
             frame.extra.update(extra, index=i)
             result.frames.append(frame)
@@ -246,7 +256,7 @@ class Camera:
                     raise
                 reason = f"link lost: {e}"  # unplugged, or the module rebooted
                 if not self._reconnect():
-                    return None, reason + " (module did not come back)"
+                    return None, reason + _GONE
                 result.reconnects += 1
         return None, reason
 
@@ -278,6 +288,9 @@ class Camera:
         from .dng import write_dng
 
         return write_dng(path, self.capture_raw(**kw), self.descriptor)
+
+
+_GONE = " (module did not come back)"
 
 
 def connect(port: str = "auto", **kw) -> Camera:

@@ -527,7 +527,8 @@ class CaptureProgress:
             self._advance()
             self._line(f"lost {event['number']}/{self._count}: {event['reason']}", style="red")
         elif kind == "done":
-            self._line(f"done: {event['written']} of {event['requested']} frame(s) written, {event['lost']} lost",
+            again = f", reconnected {event['reconnects']}x" if event.get("reconnects") else ""
+            self._line(f"done: {event['written']} of {event['requested']} frame(s) written, {event['lost']} lost{again}",
                        style="green" if event["complete"] else "red")
 
     def error(self, message: str) -> None:

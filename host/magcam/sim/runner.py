@@ -22,6 +22,7 @@ Usage::
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import select
@@ -51,6 +52,13 @@ _SENSOR_HDR = struct.Struct("<HHI")  # status, reserved, byte count
 _STALL_S = 2.0  # how long a host may stop reading before the "USB buffer" drops data
 RESET_EXIT_CODE = 3  # the firmware asks for a reset (machine.reset, watchdog): boot it again
 _BOOT_DELAY_S = 0.05
+
+
+def usb_serial(flash: str | os.PathLike) -> str:
+    """The simulator's USB serial number. A board's is its chip's unique id, which is how the
+    host finds the same module again after an unplug; a simulator's "chip" is its flash
+    directory: the same serial across restarts on one ``--flash``, another for another."""
+    return "SIM-" + hashlib.sha256(str(Path(flash).resolve()).encode()).hexdigest()[:8].upper()
 
 
 class SimulatorError(RuntimeError):
@@ -254,7 +262,7 @@ class Simulator:
         # The descriptor the firmware will use: the flash's own, or the factory one if that is
         # unusable (the firmware says why on its stderr, as a board says on its console).
         flash_descriptor = json.loads(fw_descriptor.usable(str(self.flash))[0])
-        self.serial_number = str(flash_descriptor.get("serial", "SIM"))
+        self.serial_number = usb_serial(self.flash)
         self._registration = registry.register(self.port, self.serial_number,
                                                f"magcam simulator ({flash_descriptor.get('model', '?')})")
         # Where `magcam calibrate focus` moves the scene ("place the target at D m").
