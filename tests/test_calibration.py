@@ -225,6 +225,11 @@ def test_calibrate_commands_store_on_the_module_and_later_dngs_carry_it(tmp_path
         with magcam.connect(sim.port) as cam:
             assert cam.descriptor["lens_shading"]["grids"] == json.loads((flash / "descriptor.json").read_text())[
                 "lens_shading"]["grids"]
+        stored = (flash / "descriptor.json").read_bytes()
+        for cmd in ("color", "shading"):  # an -o that cannot be written: said before the module is touched
+            r = runner.invoke(main, ["calibrate", cmd, "--port", sim.port, "-o", str(tmp_path / "no" / "cal.json")])
+            assert r.exit_code == 2 and "does not exist" in r.output, r.output
+        assert (flash / "descriptor.json").read_bytes() == stored
         r = runner.invoke(main, ["calibrate", "color", "--port", sim.port, "--json"])
         assert r.exit_code == 0, r.output
         res = _result(r.output)

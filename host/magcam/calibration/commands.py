@@ -11,6 +11,7 @@ group in magcam.cli). Heavy imports happen inside the commands, so ``magcam --he
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,6 +70,24 @@ def _finish(out: Reporter, res, new: dict, out_path: Path | None, stored: str | 
     summary["stored_on"] = stored
     summary["descriptor_file"] = None if out_path is None else str(out_path)
     return summary
+
+
+def _check_out(out_path: Path | None) -> None:
+    """Say now, before anything is captured or stored on the module, that ``-o`` cannot be
+    written (it used to be found out after the module had the new calibration)."""
+    if out_path is None:
+        return
+    from magcam.atomic import writable_target
+
+    parent = out_path.parent
+    if not parent.is_dir():
+        raise click.BadParameter(f"{parent} does not exist", param_hint="-o")
+    try:
+        writable_target(out_path)
+    except OSError as e:
+        raise click.BadParameter(f"{out_path}: {e.strerror}", param_hint="-o") from None
+    if not os.access(parent, os.W_OK):
+        raise click.BadParameter(f"{parent} is not writable", param_hint="-o")
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -145,6 +164,7 @@ def color_cmd(port, from_file, corners, descriptor_path, out_path, size, exposur
     pts = _parse_corners(corners)
     if from_file is not None and out_path is None and not dry_run:
         raise click.UsageError("--from needs -o FILE.json (where the calibrated descriptor goes) or --dry-run")
+    _check_out(out_path)
     stored = None
     with _exit_on_failure(out):
         if from_file is not None:
@@ -230,6 +250,7 @@ def shading_cmd(port, frames, dark, dark_frames, cover, flat_files, descriptor_p
         raise click.UsageError("--flat needs -o FILE.json (where the calibrated descriptor goes) or --dry-run")
     if not flat_files and dark not in (None, "-"):
         raise click.UsageError("--dark FILE goes with --flat FILES; to capture a dark frame give --dark alone")
+    _check_out(out_path)
     stored, verify = None, None
     with _exit_on_failure(out):
         if flat_files:
