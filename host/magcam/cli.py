@@ -18,6 +18,13 @@ from .link import LinkError
 from .report import Reporter
 
 
+def _seconds(ctx, param, value):
+    """A duration option: a finite number of seconds above 0 (nan ran forever, -1 ended at once)."""
+    if value is not None and not (0 < value < float("inf")):
+        raise click.BadParameter(f"{value}: give a number of seconds above 0")
+    return value
+
+
 class _Group(click.Group):
     """Click's group, but with ``--json`` a usage error (a bad option value, a missing
     argument) is also the ``error`` JSON line scripts read on stdout, still with exit code 2."""
@@ -73,7 +80,7 @@ def demo(out_dir: Path, scene: str | None, seed: int, json_mode: bool) -> None:
               help="The module's filesystem (fault log, descriptor), kept across runs (default: a fresh one).")
 @click.option("--port-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the serial device path to this file.")
-@click.option("--duration", type=float, help="Stop after this many seconds (default: until interrupted).")
+@click.option("--duration", type=float, callback=_seconds, help="Stop after this many seconds (default: until interrupted).")
 @click.option("--focus-distance", type=float, metavar="METRES",
               help="Distance of the scene: the sensor blurs it by the lens's defocus (default: always sharp).")
 @click.option("--truth", metavar="JSON|FILE", help="What the sensor really is, unlike its descriptor: "
@@ -85,8 +92,6 @@ def sim(scenario: str | None, scene: str | None, seed: int, flash: Path | None, 
     from .sim import Simulator, SimulatorError
 
     try:
-        if duration is not None and not (0 < duration < float("inf")):
-            raise SimulatorError(f"--duration {duration}: give a number of seconds above 0")
         if port_file is not None:  # said before the simulator starts, not after it prints its port
             if not port_file.parent.is_dir():
                 raise SimulatorError(f"--port-file {port_file}: {port_file.parent} does not exist")
@@ -162,7 +167,7 @@ def ports(json_mode: bool) -> None:
 @click.option("--port", "-p", default="auto", show_default=True,
               help="Serial device of the module (e.g. /dev/ttyACM0), or auto.")
 @click.option("--json", "json_mode", is_flag=True, help="One JSON object per event, for scripts.")
-@click.option("--duration", type=float, help="Stop after this many seconds (default: until interrupted).")
+@click.option("--duration", type=float, callback=_seconds, help="Stop after this many seconds (default: until interrupted).")
 @click.option("--focus", "focus_meter", is_flag=True,
               help="Stream small frames and show a focus meter (also as {\"type\": \"focus\"} events).")
 @click.option("--focus-size", default="320x240", show_default=True, help="Size of the streamed focus frames.")
@@ -693,8 +698,10 @@ def _af_options(f):
                      help="Focus region x,y,w,h as fractions of the frame.")(f)
     f = click.option("--method", type=click.Choice(["tenengrad", "laplacian"]), default="tenengrad",
                      show_default=True, help="Focus measure (tenengrad: robust to noise).")(f)
-    f = click.option("--exposure-us", type=int, default=10000, show_default=True, help="Exposure of the AF frames.")(f)
-    f = click.option("--gain", type=float, default=1.0, show_default=True, help="Analog gain of the AF frames.")(f)
+    f = click.option("--exposure-us", type=click.IntRange(1, 60_000_000), default=10000, show_default=True,
+                     help="Exposure of the AF frames (1..60000000).")(f)
+    f = click.option("--gain", type=click.FloatRange(0, 64, min_open=True), default=1.0, show_default=True,
+                     help="Analog gain of the AF frames (0 < gain <= 64).")(f)
     return f
 
 
