@@ -181,6 +181,13 @@ def test_focus_calibration_is_stored_on_the_module_and_in_the_next_dng(tmp_path)
         assert table["mm_per_step"] == pytest.approx(LENS.mm_per_step, rel=0.01) and table["rms_steps"] < 1
         on_flash = json.loads((flash / "descriptor.json").read_text())
         assert on_flash["lens"]["focus_table"] == table
+        # Nearer than the lens focuses: AF would end at the end-stop, and a 1-point fit to that
+        # replaced the good table (it once did). Refused before anything is measured.
+        before = (flash / "descriptor.json").read_bytes()
+        run = subprocess.run([*MAGCAM, "calibrate", "focus", "--port", sim.port, "--distances", "0.1", "--yes"],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 1 and "closer than the lens focuses" in run.stderr and "Traceback" not in run.stderr
+        assert (flash / "descriptor.json").read_bytes() == before
         with magcam.connect(sim.port) as cam:
             assert cam.descriptor["lens"]["focus_table"] == table  # the module serves it
             sim.sensor.scene_distance_m = 1.0

@@ -108,6 +108,10 @@ def calibrate_focus(cam, distances, *, place=None, keep=False, on_af=None, **af_
     for d in distances:
         if not (isinstance(d, (int, float)) and math.isfinite(d) and d * 1000 > float(cam.descriptor["lens"]["focal_mm"])):
             raise PipelineError(f"focus calibration distance {d!r} m: need a finite distance beyond the focal length")
+        near = cam.descriptor["lens"].get("min_focus_m")
+        if isinstance(near, (int, float)) and d < near:  # AF would stop at the end of travel, not at focus
+            raise PipelineError(f"focus calibration distance {d:g} m is closer than the lens focuses "
+                                f"(lens.min_focus_m {near:g} m): nothing measured or stored")
     points = stored_points(cam.descriptor) if keep else []
     for d in distances:
         if place:
