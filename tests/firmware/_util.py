@@ -73,3 +73,16 @@ def collect(dec, data, n=-1):
 
     dec.feed(data, cb, n)
     return got
+
+
+class OutputTransport:
+    """A link transport that never receives and keeps what the app writes, in ``out``."""
+
+    def __init__(self):
+        self.out = bytearray()
+
+    def read_into(self, buf):
+        return 0
+
+    def write(self, data):
+        self.out += data

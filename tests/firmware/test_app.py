@@ -4,21 +4,10 @@ and logged, and the link keeps answering the next ones."""
 import os
 import struct
 
-from _util import REPO, tohex
+from _util import REPO, OutputTransport, tohex
 from magcam_fw import protocol as P
 from magcam_fw.app import App
 from magcam_fw.safemode import SafeHal
-
-
-class _Transport:
-    def __init__(self):
-        self.out = bytearray()
-
-    def read_into(self, buf):
-        return 0
-
-    def write(self, data):
-        self.out += data
 
 
 def _messages(wire):
@@ -32,7 +21,7 @@ def _app():
     os.mkdir(d)
     with open(REPO + "/firmware/magcam_fw/descriptor.json") as f:
         text = f.read()
-    t = _Transport()
+    t = OutputTransport()
     return App(SafeHal("testing", None, d), t, text), t, d
 
 

@@ -12,7 +12,7 @@ import json
 import os
 
 import main as boot_main
-from _util import REPO, raises, tohex
+from _util import REPO, OutputTransport, raises, tohex
 from magcam_fw.board import BoardError
 from magcam_fw.compat import asyncio, sleep_ms
 from magcam_fw.safemode import BootState, SafeHal, exc_text, supervise, traceback_text
@@ -193,17 +193,6 @@ def test_exc_text_is_one_line_with_the_innermost_frame():
 # ---- SafeHal, the app and the supervisor -------------------------------------------------------
 
 
-class _Transport:
-    def __init__(self):
-        self.out = bytearray()
-
-    def read_into(self, buf):
-        return 0
-
-    def write(self, data):
-        self.out += data
-
-
 def _descriptor():
     return _read(REPO + "/firmware/magcam_fw/descriptor.json")
 
@@ -236,7 +225,7 @@ def test_supervise_marks_stable_while_the_real_app_runs_on_safe_hal():
         state = BootState(d + "/boot.json")
         state.begin()
         hal = SafeHal("testing", None, d)
-        t = _Transport()
+        t = OutputTransport()
         app = App(hal, t, _descriptor())
 
         async def stop_later():
