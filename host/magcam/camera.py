@@ -231,10 +231,10 @@ class Camera:
             if gone is not None:
                 result.lost.append(LostFrame(i, gone))
                 continue
-            frame, reason = self._persistent_capture(width, height, exposure, analog_gain, retries, result)
+            frame, reason, came_back = self._persistent_capture(width, height, exposure, analog_gain, retries, result)
             if frame is None:
                 result.lost.append(LostFrame(i, reason))
-                if reason.endswith(_GONE):
+                if not came_back:
                     gone = f"not taken: the module was unplugged and did not come back within {self.reconnect_timeout:g} s"
                 continue
             frame.extra.update(extra, index=i)
@@ -244,11 +244,11 @@ class Camera:
         return result
 
     def _persistent_capture(self, width, height, exposure, analog_gain, retries, result):
-        """(frame, "") or (None, why the last try failed)."""
+        """(frame, "", True) or (None, why the last try failed, whether the module is still there)."""
         reason = ""
         for _ in range(retries + 1):
             try:
-                return self.capture_raw(width, height, exposure_us=exposure, analog_gain=analog_gain), ""
+                return self.capture_raw(width, height, exposure_us=exposure, analog_gain=analog_gain), "", True
             except FrameError as e:
                 reason = e.reason
             except (LinkClosed, CommandRejected) as e:
@@ -256,9 +256,9 @@ class Camera:
                     raise
                 reason = f"link lost: {e}"  # unplugged, or the module rebooted
                 if not self._reconnect():
-                    return None, reason + _GONE
+                    return None, reason + " (module did not come back)", False
                 result.reconnects += 1
-        return None, reason
+        return None, reason, True
 
     def _reconnect(self) -> bool:
         """Find the same module again and open a new session with it; False after the timeout."""
@@ -288,9 +288,6 @@ class Camera:
         from .dng import write_dng
 
         return write_dng(path, self.capture_raw(**kw), self.descriptor)
-
-
-_GONE = " (module did not come back)"
 
 
 def connect(port: str = "auto", **kw) -> Camera:

@@ -633,7 +633,9 @@ def deploy(port: str | None, *, board: str | Path | None = None, drive: Path | N
         return deploy_drive(Path(drive), board=bd, descriptor=descriptor, progress=progress, log=log)
     if port is None:
         raise DeployError("give --port: the MicroPython board's serial port (see `magcam ports`)")
-    if _is_simulator(port):  # else it would wait for a RESET that no simulator has
+    from .sim import registry
+
+    if registry.entry_for(port) is not None:  # else it would wait for a RESET that no simulator has
         raise DeployError(f"{port} is a simulated module (`magcam sim`): it runs the firmware from this "
                           "checkout, so there is nothing to deploy; restart it to pick up changes")
     t = open_repl(port, wait=wait, log=log)
@@ -642,13 +644,6 @@ def deploy(port: str | None, *, board: str | Path | None = None, drive: Path | N
     finally:
         with contextlib.suppress(Exception):
             t.close()
-
-
-def _is_simulator(port: str) -> bool:
-    from .sim import registry
-
-    real = os.path.realpath(port)
-    return any(os.path.realpath(e["device"]) == real for e in registry.entries())
 
 
 # ---- versions ------------------------------------------------------------------------------

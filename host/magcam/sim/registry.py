@@ -81,3 +81,9 @@ def entries() -> list[dict]:
         else:
             path.unlink(missing_ok=True)  # a simulator killed outright cannot unregister itself
     return out
+
+
+def entry_for(device: str) -> dict | None:
+    """The live simulator serving ``device`` (any path to the same pty), or None."""
+    real = os.path.realpath(device)
+    return next((e for e in entries() if os.path.realpath(e["device"]) == real), None)

@@ -18,7 +18,6 @@ Usage::
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from ..atomic import write_bytes_atomic
@@ -33,13 +32,11 @@ def control_path(pid: int, device: str) -> Path:
 def set_scene_distance(device: str, metres: float | None) -> bool:
     """Tell the simulator serving ``device`` to put its scene at ``metres`` (None: no defocus).
     False if no running simulator serves that device."""
-    real = os.path.realpath(device)
-    for entry in registry.entries():
-        if os.path.realpath(entry["device"]) == real:
-            body = json.dumps({"focus_distance": metres}).encode()
-            write_bytes_atomic(control_path(int(entry["process"]), entry["device"]), body)
-            return True
-    return False
+    entry = registry.entry_for(device)
+    if entry is None:
+        return False
+    write_bytes_atomic(control_path(entry["process"], entry["device"]), json.dumps({"focus_distance": metres}).encode())
+    return True
 
 
 class Watcher:
