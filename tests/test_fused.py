@@ -15,7 +15,6 @@ import pytest
 from magcam import process, rawio
 from magcam.frame import RawFrame
 from magcam.pipeline import black, defects, denoise, filters, fused, highlights, sharpen, tone, whitebalance
-from magcam.pipeline.shading import GainMap
 from magcam.sim.sensor import SensorModel
 
 
