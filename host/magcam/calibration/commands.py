@@ -11,7 +11,6 @@ group in magcam.cli). Heavy imports happen inside the commands, so ``magcam --he
 from __future__ import annotations
 
 import json
-import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,19 +74,11 @@ def _finish(out: Reporter, res, new: dict, out_path: Path | None, stored: str | 
 def _check_out(out_path: Path | None) -> None:
     """Say now, before anything is captured or stored on the module, that ``-o`` cannot be
     written (it used to be found out after the module had the new calibration)."""
-    if out_path is None:
-        return
-    from magcam.atomic import writable_target
+    from magcam.atomic import output_problem
 
-    parent = out_path.parent
-    if not parent.is_dir():
-        raise click.BadParameter(f"{parent} does not exist", param_hint="-o")
-    try:
-        writable_target(out_path)
-    except OSError as e:
-        raise click.BadParameter(f"{out_path}: {e.strerror}", param_hint="-o") from None
-    if not os.access(parent, os.W_OK):
-        raise click.BadParameter(f"{parent} is not writable", param_hint="-o")
+    why = None if out_path is None else output_problem(out_path)
+    if why is not None:
+        raise click.BadParameter(f"{out_path}: {why}", param_hint="-o")
 
 
 def _write_json(path: Path, obj: dict) -> None:
