@@ -27,9 +27,14 @@ def _path(storage, name=FILENAME):
     return storage.rstrip("/") + "/" + name
 
 
+def _factory():
+    """The factory descriptor, shipped beside this module."""
+    return _path(__file__.rsplit("/", 1)[0])
+
+
 def load(storage):
     """The descriptor text from the device filesystem, or the factory one shipped with the code."""
-    for path in (_path(storage), __file__.rsplit("/", 1)[0] + "/" + FILENAME):
+    for path in (_path(storage), _factory()):
         try:
             with open(path) as f:
                 return f.read()
@@ -115,7 +120,7 @@ def usable(storage):
     except OSError as e:
         text, why = None, str(e)
     if why:
-        with open(_path(__file__.rsplit("/", 1)[0])) as f:
+        with open(_factory()) as f:
             text = f.read()
     return text, why
 
