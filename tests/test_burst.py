@@ -292,6 +292,12 @@ def test_cli_merges_and_reports_json(tmp_path, descriptor, burst_frames):
                         str(tmp_path / "x.dng")], capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 1 and "bad.dng" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "x.dng").exists()
+    # A DNG under a viewer's suffix would not open: refused before any frame is read.
+    for name in ("x.jpg", "x.tif", "x"):
+        r = subprocess.run([sys.executable, "-m", "magcam.cli", "merge", *map(str, paths[:2]), "-o",
+                            str(tmp_path / name)], capture_output=True, text=True, timeout=120, check=False)
+        assert r.returncode == 1 and "x.dng" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert not (tmp_path / name).exists()
 
 
 def test_cli_reference_counts_from_one_like_hdr(tmp_path, descriptor, burst_frames):
@@ -302,7 +308,7 @@ def test_cli_reference_counts_from_one_like_hdr(tmp_path, descriptor, burst_fram
     r = subprocess.run([*cmd, "--reference", "2"], capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout.splitlines()[-1])
-    assert result["reference"] == 1  # the library's index of the 2nd file
+    assert result["reference"] == 2 and result["reference_file"] == str(paths[1])  # as --reference counts
     assert np.allclose(result["shifts_px"][1], (0, 0), atol=0.01)  # the reference is not moved
     for bad in ("4", "0"):  # beyond the inputs, or not a position at all: usage errors, nothing written
         r = subprocess.run([*cmd, "--reference", bad], capture_output=True, text=True, timeout=120, check=False)

@@ -86,6 +86,10 @@ def merge_files(paths: Sequence[str | os.PathLike], out: str | os.PathLike, refe
     _check_count(len(paths), reference)
     out = Path(out)
     why = output_problem(out, paths)
+    if why is None and out.suffix.lower() != ".dng":
+        # The merge is RAW: a .jpg or .tif name would hold a DNG that viewers cannot open.
+        why = (f"the merged frame is a DNG: name it {out.with_suffix('.dng').name} "
+               f"(then `magcam process` it to a JPEG or TIFF)")
     if why is not None:
         raise PipelineError(f"{out}: {why}")
     read_s = 0.0

@@ -803,7 +803,7 @@ def calibrate_focus_cmd(port: str, distances: str | None, at: float | None, yes:
 @main.command("merge")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "-o", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The merged DNG (16-bit, the reference's metadata).")
+              help="The merged DNG (16-bit, the reference's metadata); the name must end in .dng.")
 @click.option("--reference", type=click.IntRange(min=1), metavar="N",
               help="The N-th input (1 = first) the others are aligned to and merged onto (default: 1).")
 @click.option("--json", "json_mode", is_flag=True, help="One JSON object per line, for scripts.")
@@ -820,7 +820,9 @@ def merge_cmd(inputs: tuple[Path, ...], out: Path, reference: int | None, json_m
             _StageProgress(out_reporter) as prog:
         res = merge_files(inputs, out, reference=ref, progress=prog)
     out_reporter.result({
-        "output": str(out), "frames": len(res.frames), "reference": res.reference,
+        # numbered from 1, as --reference is
+        "output": str(out), "frames": len(res.frames), "reference": res.reference + 1,
+        "reference_file": str(inputs[res.reference]),
         "size": f"{res.frame.width}x{res.frame.height}",
         "seconds": {k: round(v, 3) for k, v in res.seconds.items()},
         "weights": [round(f.weight, 3) for f in res.frames],
