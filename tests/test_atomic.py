@@ -35,3 +35,10 @@ def test_a_symlink_stays_a_link_to_the_new_file(tmp_path):
     write_bytes_atomic(plain, b"x")
     write_bytes_atomic(plain, b"y")
     assert plain.read_bytes() == b"y"
+
+
+def test_an_unwritable_folder_is_named_not_the_hidden_temporary(tmp_path):
+    target = tmp_path / "missing" / "shot.dng"
+    with pytest.raises(FileNotFoundError) as caught:
+        write_bytes_atomic(target, b"image")
+    assert caught.value.filename == str(target)  # not ".shot.dng.xxxx.part"

@@ -337,6 +337,50 @@ def test_full_disk_leaves_no_partial_file(sim, tmp_path, monkeypatch, record_pro
     assert [d["capture"]["index"] for d in docs] == [0, 1]
 
 
+def _next_frame_id(sim) -> int:
+    with magcam.connect(sim.port) as cam:
+        return cam.capture_raw(64, 48).frame_id
+
+
+def test_an_unwritable_folder_is_refused_before_a_frame_is_taken(sim, tmp_path, record_property):
+    """A read-only mount (or, not as root, a read-only folder): the error names the folder, not
+    a hidden staging file, and comes before the exposure. The frame ids on either side of the
+    refused commands are consecutive: the module took no frame for them."""
+    folder = tmp_path / "ro"
+    refused = _mount_tmpfs(folder, "64k")
+    if refused is None:
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, timeout=30)
+        record_property("read_only", "tmpfs mounted ro")
+    else:
+        if os.geteuid() == 0:
+            pytest.skip(f"root without a read-only mount cannot make an unwritable folder: {refused}")
+        folder.chmod(0o555)
+        record_property("read_only", "mode 0555")
+    try:
+        before = _next_frame_id(sim)
+        out = run_cli("capture", "--port", sim.port, "--out", str(folder), *SIZE)
+        api_error = missing_error = None
+        with magcam.connect(sim.port) as cam:
+            try:
+                cam.capture_dng(folder / "shot.dng", width=64, height=48)
+            except OSError as e:
+                api_error = str(e)
+            try:
+                cam.capture_dng(tmp_path / "missing" / "shot.dng", width=64, height=48)
+            except OSError as e:
+                missing_error = str(e)
+        after = _next_frame_id(sim)
+    finally:
+        if refused is None:
+            subprocess.run(["umount", str(folder)], check=False, timeout=30)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert f"cannot write ({folder})" in out.stderr and ".staged" not in out.stderr, out.stderr
+    assert "capturing" not in out.stdout
+    assert api_error and f"directory {folder} is not writable; nothing was captured" in api_error
+    assert f"directory {tmp_path / 'missing'} does not exist; nothing was captured" in missing_error
+    assert after == before + 1
+
+
 def _injected_enospc(sim, disk: Path, monkeypatch):
     """Fallback when tmpfs cannot be mounted: run the command in-process with file writes
     failing with ENOSPC after two frames' worth of bytes (part of the third DNG is written)."""

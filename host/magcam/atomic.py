@@ -21,7 +21,11 @@ def atomic_path(path: str | os.PathLike):
     work: a rename would put a file in its place.
     """
     path = writable_target(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as e:  # it names the hidden temporary: say which file could not be written
+        e.filename = str(path)
+        raise
     os.close(fd)
     try:
         with contextlib.suppress(OSError):  # vfat (a CIRCUITPY drive) has no modes to set

@@ -285,8 +285,14 @@ class Camera:
         return False
 
     def capture_dng(self, path: str | os.PathLike, **kw) -> Path:
+        """Capture one frame (``capture_raw``'s keywords) and write it to ``path`` as a DNG,
+        atomically. An output that cannot be written raises OSError before the exposure."""
+        from .atomic import output_problem
         from .dng import write_dng
 
+        why = output_problem(path)
+        if why is not None:
+            raise OSError(f"{path}: {why}; nothing was captured")
         return write_dng(path, self.capture_raw(**kw), self.descriptor)
 
 

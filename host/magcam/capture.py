@@ -29,6 +29,7 @@ import json
 import os
 import secrets
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -273,12 +274,25 @@ def save_capture(out_dir: str | os.PathLike, template: str, frame: RawFrame, des
         raise FileExistsError(errno.EEXIST, f"no free name for {target.name} after {_MAX_FREE_NAME_TRIES} tries",
                               str(target))
     except OSError as e:
-        if e.filename is None:  # a failed write() names no file: say which capture it was
+        # A failed write() names no file, a failed staging write a hidden one: say which capture.
+        if e.filename is None or str(e.filename) in (str(dng_stage), str(side_stage)):
             e.filename = str(target)
         raise
     finally:
         _unlink(dng_stage)
         _unlink(side_stage)
+
+
+def _check_writable(out_dir: Path) -> None:
+    """Raise the OSError a capture into ``out_dir`` would meet (read-only mount, permissions),
+    naming the folder. Trying is the only test that is right for root and for read-only mounts."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".magcam-", suffix=".probe", dir=out_dir)
+    except OSError as e:
+        e.filename = str(out_dir)
+        raise
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _check_inside(out_dir: Path, parent: Path, rel: str) -> None:
@@ -436,6 +450,7 @@ class CaptureRun:
         self.when = self.when or datetime.now()
         check_template(self.template, count=plan.count, evs=plan.evs, when=self.when)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        _check_writable(self.out_dir)  # before a frame is exposed, not when it has to be saved
         self._emit({"type": "started", "mode": plan.mode, "count": plan.count, "width": plan.width,
                     "height": plan.height, "exposure_us": plan.exposure_us, "analog_gain": plan.analog_gain,
                     "evs": plan.evs, "out": str(self.out_dir), "template": self.template,
