@@ -6,6 +6,7 @@ and focus calibration written to the module and into the next DNG."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -181,6 +182,15 @@ def test_focus_calibration_is_stored_on_the_module_and_in_the_next_dng(tmp_path)
         assert table["mm_per_step"] == pytest.approx(LENS.mm_per_step, rel=0.01) and table["rms_steps"] < 1
         on_flash = json.loads((flash / "descriptor.json").read_text())
         assert on_flash["lens"]["focus_table"] == table
+        # The target is really at 3 m, the user says 1.5: that point is ~90 steps off the fit
+        # through the others (a fit of rms 18 steps was once stored without a word). Refused.
+        sim.sensor.scene_distance_m = 3.0
+        run = subprocess.run([*MAGCAM, "calibrate", "focus", "--port", sim.port, "--at", "1.5"],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+        assert re.search(r"the point at 1.5 m \(AF at lens 8\d\.\d\) is \d+\.\d steps off the fit through all 5 "
+                         r"points, more than the lens's depth of focus \([34]\.\d steps\)", run.stderr), run.stderr
+        assert json.loads((flash / "descriptor.json").read_text())["lens"]["focus_table"] == table
         # Nearer than the lens focuses: AF would end at the end-stop, and a 1-point fit to that
         # replaced the good table (it once did). Refused before anything is measured.
         before = (flash / "descriptor.json").read_bytes()

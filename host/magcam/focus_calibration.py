@@ -56,6 +56,34 @@ def fit_thin_lens(points, focal_mm: float, position_min: float) -> tuple[float, 
     return p_inf, k, rms
 
 
+def depth_of_focus_steps(descriptor: dict, mm_per_step: float) -> float:
+    """The lens's depth of focus, 2 N c with c two pixel pitches, in lens steps: a point further
+    than this off the fit would blur its own target by more than two pixels."""
+    from magcam.optics import LensModel
+
+    lens = LensModel.from_descriptor(descriptor)
+    pitch_mm = lens.sensor_width_mm / int(descriptor["sensor"]["width"])
+    return 2 * lens.f_number * 2 * pitch_mm / mm_per_step
+
+
+def check_consistent(points, descriptor: dict) -> None:
+    """PipelineError when a point is further off the fit through all of them than the depth of
+    focus (a target that was not at the stated distance). Two points always fit exactly."""
+    if len(points) < 3:
+        return
+    focal = float(descriptor["lens"]["focal_mm"])
+    p_inf, k, _ = fit_thin_lens(points, focal, int(descriptor["lens"]["position_min"]))
+    off = [(abs(p - (p_inf + extension_for_distance(focal, s) / k)), p, s) for p, s in points]
+    worst, position, distance = max(off)
+    limit = depth_of_focus_steps(descriptor, k)
+    if worst > limit:
+        raise PipelineError(
+            f"focus calibration: the point at {distance:g} m (AF at lens {position:.1f}) is {worst:.1f} steps "
+            f"off the fit through all {len(points)} points, more than the lens's depth of focus ({limit:.1f} "
+            f"steps): was the target really at {distance:g} m? Nothing stored; measure that distance again, "
+            "or use --distances to start afresh")
+
+
 def focus_table(points, descriptor: dict) -> dict:
     """The ``lens.focus_table`` entry for measured [(position, metres), ...]."""
     lens = descriptor["lens"]
@@ -120,6 +148,7 @@ def calibrate_focus(cam, distances, *, place=None, keep=False, on_af=None, **af_
         if on_af:
             on_af(d, af)
         points = merge_point(points, af.peak, float(d))
+    check_consistent(points, cam.descriptor)
     new = with_focus_table(cam.descriptor, points, cam.hello.get("max_payload"))
     cam.write_descriptor(new)
     return new["lens"]["focus_table"]
