@@ -191,8 +191,14 @@ def test_deploy_refusals(tmp_path: Path) -> None:
     with pytest.raises(DeployError, match="not a directory"):
         deploy_drive(tmp_path / "nope")
     (drive / "boot_out.txt").write_text("Adafruit CircuitPython 9.2.1 on 2024-11-20; Some Other Board with samd51\n")
-    with pytest.raises(DeployError, match="no board file matches.*Some Other Board.*give --board"):
+    with pytest.raises(DeployError, match="no board file matches.*Some Other Board.*give --board") as caught:
         deploy(None, drive=drive)
+    # The firmware's advice ("put one at /board.json") is for the device; the host names its boards.
+    assert "/board.json" not in str(caught.value) and "feather-rp2040-circuitpython" in str(caught.value)
+    # A port with a CircuitPython board would be ignored, the copy going to a drive: refused.
+    for kw in (dict(drive=drive), dict(board="feather-rp2040-circuitpython")):
+        with pytest.raises(DeployError, match="--port /dev/ttyACM0 with .*leave out --port"):
+            deploy("/dev/ttyACM0", **kw)
 
 
 # ---- MicroPython: mpremote against the unix port ---------------------------------------------

@@ -142,11 +142,16 @@ def _repo_boards(rt: str) -> list[tuple[str, dict]]:
 
 def board_for_machine(machine: str, rt: str) -> dict:
     """The repository board whose ``match`` fits this machine string (the firmware's own rule)."""
+    candidates = _repo_boards(rt)
     try:
-        path, _ = fw_board.pick_board(_repo_boards(rt), machine, rt)
+        path, _ = fw_board.pick_board(candidates, machine, rt)
         return fw_board.load(path)
     except fw_board.BoardError as e:
-        raise DeployError(f"{e}; give --board") from None
+        # The firmware's wording points at the device's /board.json; here the fix is --board.
+        names = ", ".join(Path(p).stem for p, _ in candidates) or "none"
+        why = str(e).split(";")[0]
+        raise DeployError(f"{why}: give --board NAME ({rt} boards here: {names}), or add a board file "
+                          "whose 'match' occurs in that machine string (docs/boards.md)") from None
 
 
 def _board(board) -> dict:
@@ -621,6 +626,10 @@ def deploy(port: str | None, *, board: str | Path | None = None, drive: Path | N
                           + ("`python3 firmware/main.py --board boards/rpi-blinka.json` on the Pi"
                              if rt == "blinka" else "`magcam sim`") + "): nothing to deploy")
     if drive is not None or rt == "circuitpython" or (port is None and rt is None):
+        if port is not None:  # it would be ignored: say so rather than copy somewhere unexpected
+            raise DeployError(f"--port {port} with " + ("--drive" if drive is not None else f"{bd['name']}, a "
+                              "CircuitPython board") + ": CircuitPython boards are deployed through their CIRCUITPY "
+                              "drive; leave out --port (the drive is found by its label, or give --drive)")
         if rt == "micropython":
             raise DeployError(f"{bd['name']} runs MicroPython: deploy over its serial port (--port), not a drive")
         if drive is None:
