@@ -150,6 +150,24 @@ def test_raw_linear_output_is_camera_rgb_like_libraw(dng):
     assert corr > 0.999
 
 
+def test_raw_output_balanced_as_shot_clips_every_channel_at_full_scale_like_libraw(descriptor, scene, tmp_path):
+    """Camera RGB with the as-shot balance, on a frame with clipped highlights: every channel
+    reaches full scale and a clipped highlight is white, as in LibRaw's raw output (green once
+    stopped at 43 % and blue at 58 %: clipped highlights came out pink)."""
+    path = write_dng(tmp_path / "over.dng", frame_of(descriptor, scene, size=(256, 192), gain=8.0), descriptor)
+    ours = process.process_to_array(path, preset="fast", demosaic="bilinear", output_color="raw", gamma="linear",
+                                    wb="asshot", bits=16)
+    with rawpy.imread(str(path)) as raw:
+        ref = raw.postprocess(demosaic_algorithm=rawpy.DemosaicAlgorithm.LINEAR, output_color=rawpy.ColorSpace.raw,
+                              gamma=(1, 1), use_camera_wb=True, no_auto_bright=True, output_bps=16,
+                              adjust_maximum_thr=0.0, highlight_mode=rawpy.HighlightMode.Clip, user_flip=0)
+    inner = ours[BORDER:-BORDER, BORDER:-BORDER]
+    assert (inner == 65535).all(axis=-1).mean() > 0.05  # a good share of white, clipped highlights
+    assert list(inner.reshape(-1, 3).max(axis=0)) == [65535] * 3
+    mad, _ = agreement(ours, ref)
+    assert np.all(mad < 8), mad  # measured 0.5-0.7 codes of 16 bits
+
+
 def test_orientation_follows_the_file(descriptor, scene, tmp_path):
     path = tmp_path / "rotated.dng"
     write_dng(path, frame_of(descriptor, scene, size=(256, 192)), descriptor, extra_tags=[(274, SHORT, 1, 6)])

@@ -279,9 +279,9 @@ def make_plan(raw: RawImage, opts: Options, *, warm: bool = True) -> Plan:
         mult = whitebalance.multipliers(dem_neutral)
         out_mult = whitebalance.multipliers(neutral) if opts.wb != "none" else np.ones(3)
         matrix = np.diag(out_mult / mult)
-        clip_levels = mult * np.min(1.0 / out_mult)  # where the output reaches 1.0 in its first channel
-        if opts.wb == "none":
-            clip_levels = mult  # each channel at its own saturation: raw 1.0
+        # Every channel clips where the output reaches 1.0, as LibRaw's raw output does: a
+        # clipped highlight is white, and no channel stops short of full scale.
+        clip_levels = mult / out_mult
     else:
         mult = whitebalance.multipliers(neutral)
         matrix = color.camera_to_output_matrix(raw.xyz_to_camera, neutral, opts.output_color)
