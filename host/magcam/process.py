@@ -721,7 +721,7 @@ def orient(img: np.ndarray, orientation: int) -> np.ndarray:
         4: lambda a: a[::-1],
         5: lambda a: a.transpose(1, 0, 2),
         6: lambda a: np.rot90(a, -1),
-        7: lambda a: np.rot90(a, 1)[::-1],
+        7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],  # transverse: the anti-diagonal mirror
         8: lambda a: np.rot90(a, 1),
     }
     f = ops.get(int(orientation), ops[1])

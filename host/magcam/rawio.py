@@ -1,11 +1,13 @@
 """Inputs of the image pipeline, all brought to one representation: ``RawImage``.
 
-* our DNGs (and other uncompressed Bayer DNGs): read with tifffile directly: the CFA, its
+* our DNGs (and other Bayer DNGs, 8/16-bit, uncompressed or deflate): read with tifffile directly: the CFA, its
   pattern, BlackLevel (+ RepeatDim, DeltaH/V), WhiteLevel, LinearizationTable, ActiveArea,
   ColorMatrix1/2 with their illuminants, AsShotNeutral (or AsShotWhiteXY), Orientation, the
   lens-shading GainMaps of OpcodeList2 and the shooting metadata;
 * frames straight from the link: ``from_frame(RawFrame, descriptor)``;
-* any camera RAW LibRaw reads (and compressed DNGs), through rawpy: ``raw_image_visible``,
+* DNGs whose samples tifffile cannot decode alone (lossless JPEG, packed 10/12/14-bit): the
+  samples, pattern and levels through rawpy, everything else from the tags as above;
+* any camera RAW LibRaw reads, through rawpy: ``raw_image_visible``,
   the pattern from ``raw_colors_visible``/``color_desc``, ``black_level_per_channel``,
   ``white_level``, ``camera_whitebalance``, ``rgb_xyz_matrix`` and ``sizes.flip``.
 
@@ -123,8 +125,14 @@ def read(path: str | os.PathLike) -> RawImage:
         except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as e:
             # A tag of the wrong type, count or range: the file is malformed, whatever the tag.
             raise PipelineError(f"{name}: malformed DNG tags ({_short(e)})") from None
-    if image is None:
+    if image is None or isinstance(image, _DngColour):
+        tags = image
         image = _read_rawpy(path, size, tiff=head[:4] in _TIFF_MAGIC)
+        if tags is not None:  # a DNG LibRaw decoded: its own tags say its colour and orientation
+            image.matrices, image.xyz_to_camera, image.illuminant = tags.matrices, tags.matrix, tags.illuminant
+            image.neutral = tags.neutral if tags.neutral is not None else image.neutral
+            image.orientation, image.gain_map = tags.orientation, tags.gain_map
+            image.meta = {**image.meta, **tags.meta}
     _check_colour(image, name)
     return image
 
@@ -189,9 +197,27 @@ def from_frame(frame: RawFrame, descriptor: dict | None = None, source: str = "<
 # ---- DNG through tifffile ------------------------------------------------------------------
 
 
-def _read_tiff_dng(path: Path, size: int) -> RawImage | None:
-    """A RawImage, or None when the file is a TIFF this reader leaves to LibRaw (compressed or
-    packed samples)."""
+_DEFLATE = (8, 32946)  # Adobe / old deflate: tifffile decodes them with zlib
+
+
+@dataclass
+class _DngColour:
+    """What a DNG's tags say beyond the pixels: read by tifffile even when LibRaw decodes the
+    samples (lossless JPEG, packed 10/12/14-bit), since LibRaw's matrix for a DNG is scaled by
+    its daylight multipliers and its flip drops the mirrored orientations."""
+
+    matrices: list
+    matrix: np.ndarray | None
+    illuminant: str
+    neutral: np.ndarray | None
+    orientation: int
+    gain_map: GainMap | None
+    meta: dict
+
+
+def _read_tiff_dng(path: Path, size: int) -> RawImage | _DngColour | None:
+    """A RawImage; for a DNG whose samples this reader leaves to LibRaw (lossless JPEG, packed
+    samples), its tags (``_DngColour``); None for another TIFF-based RAW."""
     import tifffile
 
     name = str(path)
@@ -238,15 +264,16 @@ def _read_tiff_dng(path: Path, size: int) -> RawImage | None:
         compression = int(tag(259, 1))
         if spp != 1:
             raise PipelineError(f"{name}: CFA image has {spp} samples per pixel, expected 1")
-        if compression != 1 or bits not in (8, 16):
-            return None  # lossless JPEG, packed 12/14-bit, ...: LibRaw reads those
+        if compression not in (1, *_DEFLATE) or bits not in (8, 16):
+            # lossless JPEG, packed 12/14-bit, ...: LibRaw decodes those; colour from the tags
+            return _dng_colour(name, tag, nums, ifd0) if 50706 in ifd0.tags else None
         pattern = _dng_pattern(name, tag)
         # Check the strips against the file before reading a byte of them.
         offsets, counts = page.dataoffsets, page.databytecounts
         need = width * height * (bits // 8)
         if not offsets or len(offsets) != len(counts):
             raise PipelineError(f"{name}: no image data (strip offsets missing)")
-        if sum(counts) < need:
+        if compression == 1 and sum(counts) < need:
             raise PipelineError(f"{name}: image data holds {sum(counts)} bytes, {width}x{height} "
                                 f"{bits}-bit needs {need}")
         end = max(o + c for o, c in zip(offsets, counts))
@@ -292,47 +319,48 @@ def _read_tiff_dng(path: Path, size: int) -> RawImage | None:
         if np.any(black >= white):
             raise PipelineError(f"{name}: BlackLevel {black.ravel().tolist()} is not below WhiteLevel {white:g}")
 
-        matrices = []
-        for mtag, itag in ((50721, 50778), (50722, 50779)):
-            vals = nums(mtag)
-            if vals is None:
-                continue
-            if vals.size != 9 or not np.all(np.isfinite(vals)):
-                raise PipelineError(f"{name}: ColorMatrix has {vals.size} values, expected 9 (a 3-colour CFA)")
-            matrices.append((vals.reshape(3, 3), color.ILLUMINANT_NAMES.get(int(tag(itag, 21)), "D65")))
-        neutral = nums(50728)
-        if neutral is not None:
-            if neutral.size != 3 or np.any(~np.isfinite(neutral)) or np.any(neutral <= 0):
-                raise PipelineError(f"{name}: AsShotNeutral must be 3 positive values")
-            neutral = neutral / neutral[1]
-        elif tag(50729) is not None and matrices:
-            xy = nums(50729)
-            n = color.interpolated_xyz_to_camera(np.ones(3), matrices) @ color.xy_to_xyz(*xy[:2])
-            neutral = n / n[1] if np.all(n > 0) else None
-        matrix, illuminant = (None, "D65")
-        if matrices:
-            matrix = color.interpolated_xyz_to_camera(neutral if neutral is not None else np.ones(3), matrices)
-            illuminant = matrices[0][1]
-
-        gain_map = None
-        opcodes = tag(51009)
-        if opcodes is not None:
-            gain_map = GainMap.from_dng_opcodes(bytes(opcodes))
-        orientation = int(ifd0.tags[274].value) if 274 in ifd0.tags else 1
-
+        c = _dng_colour(name, tag, nums, ifd0)
         frame = RawFrame(data=data, frame_id=0, cfa=pattern, bits=bits if bits == 8 else 16,
                          black_level=int(round(float(black.mean()))), white_level=int(white),
                          exposure_us=max(1, int(round((_first(tag(33434)) or 0.01) * 1e6))),
                          analog_gain=_gain_from_iso(_first(tag(34855))))
-        meta = {
-            "make": tag(271), "model": tag(272), "serial": tag(50735), "exposure_time": _first(tag(33434)),
-            "f_number": _first(tag(33437)), "iso": _first(tag(34855)), "focal_length": _first(tag(37386)),
-            "datetime": tag(36867) or tag(306), "lens": tag(42036), "magcam": _magcam_description(tag(270)),
-        }
-        return RawImage(frame=frame, black=black, white=white, xyz_to_camera=matrix, illuminant=illuminant,
-                        matrices=matrices, neutral=neutral, orientation=orientation, gain_map=gain_map,
-                        black_delta_v=delta_v, black_delta_h=delta_h, source=name,
-                        meta={k: v for k, v in meta.items() if v is not None})
+        return RawImage(frame=frame, black=black, white=white, xyz_to_camera=c.matrix, illuminant=c.illuminant,
+                        matrices=c.matrices, neutral=c.neutral, orientation=c.orientation, gain_map=c.gain_map,
+                        black_delta_v=delta_v, black_delta_h=delta_h, source=name, meta=c.meta)
+
+
+def _dng_colour(name: str, tag, nums, ifd0) -> _DngColour:
+    matrices = []
+    for mtag, itag in ((50721, 50778), (50722, 50779)):
+        vals = nums(mtag)
+        if vals is None:
+            continue
+        if vals.size != 9 or not np.all(np.isfinite(vals)):
+            raise PipelineError(f"{name}: ColorMatrix has {vals.size} values, expected 9 (a 3-colour CFA)")
+        matrices.append((vals.reshape(3, 3), color.ILLUMINANT_NAMES.get(int(tag(itag, 21)), "D65")))
+    neutral = nums(50728)
+    if neutral is not None:
+        if neutral.size != 3 or np.any(~np.isfinite(neutral)) or np.any(neutral <= 0):
+            raise PipelineError(f"{name}: AsShotNeutral must be 3 positive values")
+        neutral = neutral / neutral[1]
+    elif tag(50729) is not None and matrices:
+        xy = nums(50729)
+        n = color.interpolated_xyz_to_camera(np.ones(3), matrices) @ color.xy_to_xyz(*xy[:2])
+        neutral = n / n[1] if np.all(n > 0) else None
+    matrix, illuminant = (None, "D65")
+    if matrices:
+        matrix = color.interpolated_xyz_to_camera(neutral if neutral is not None else np.ones(3), matrices)
+        illuminant = matrices[0][1]
+    opcodes = tag(51009)
+    gain_map = GainMap.from_dng_opcodes(bytes(opcodes)) if opcodes is not None else None
+    orientation = int(ifd0.tags[274].value) if 274 in ifd0.tags else 1
+    meta = {
+        "make": tag(271), "model": tag(272), "serial": tag(50735), "exposure_time": _first(tag(33434)),
+        "f_number": _first(tag(33437)), "iso": _first(tag(34855)), "focal_length": _first(tag(37386)),
+        "datetime": tag(36867) or tag(306), "lens": tag(42036), "magcam": _magcam_description(tag(270)),
+    }
+    return _DngColour(matrices, matrix, illuminant, neutral, orientation, gain_map,
+                      {k: v for k, v in meta.items() if v is not None})
 
 
 def _raw_page(tif):
@@ -506,8 +534,13 @@ def _read_rawpy(path: Path, size: int, tiff: bool = False) -> RawImage:
             "datetime": shot.timestamp.strftime("%Y:%m:%d %H:%M:%S") if shot.timestamp else None}
     return RawImage(frame=frame, black=black, white=white, xyz_to_camera=matrix, illuminant="D65",
                     matrices=[(matrix, "D65")] if matrix is not None else [], neutral=neutral,
-                    orientation={0: 1, 3: 3, 5: 8, 6: 6}.get(flip, 1), source=name,
+                    orientation=_LIBRAW_FLIP_TO_EXIF.get(flip, 1), source=name,
                     meta={k: v for k, v in meta.items() if v is not None})
+
+
+# LibRaw's flip (dcraw's: bit 0 mirrors columns, bit 1 rows, bit 2 transposes first) as EXIF
+# orientation; dcraw derives it from EXIF o as "50132467"[o & 7].
+_LIBRAW_FLIP_TO_EXIF = {0: 1, 1: 2, 2: 4, 3: 3, 4: 5, 5: 8, 6: 6, 7: 7}
 
 
 def _magcam_description(text) -> dict | None:
