@@ -22,7 +22,7 @@ from conftest import shared_file
 from magcam import process, rawio
 from magcam.pipeline.shading import GainMap
 from magcam.cli import main
-from magcam.dng import BYTE, SHORT, write_dng
+from magcam.dng import BYTE, SHORT, SRATIONAL, UNDEFINED, write_dng
 from magcam.frame import RawFrame
 from magcam.pipeline.errors import PipelineError
 from magcam.sim.sensor import SensorModel
@@ -310,6 +310,10 @@ def bad_files(tmp_path, descriptor):
     files["a jpeg"].write_bytes(cv2.imencode(".jpg", np.zeros((32, 32, 3), np.uint8))[1].tobytes())
     files["plain tiff"] = tmp_path / "plain.tif"
     tifffile.imwrite(files["plain tiff"], np.zeros((16, 16, 3), np.uint8))
+    files["negative black"] = write_dng(tmp_path / "neg_black.dng", small, descriptor,
+                                        extra_tags=[(50714, SRATIONAL, 1, (-100, 1))])
+    files["garbage opcodes"] = write_dng(tmp_path / "opcodes.dng", small, descriptor,
+                                         extra_tags=[(51009, UNDEFINED, 16, bytes(range(16)))])
     return good, files
 
 
@@ -319,6 +323,7 @@ EXPECTED = {
     "absurd": "absurd image size", "zero dims": "empty", "too big for data": "needs",
     "not an image": "not a RAW or DNG file", "random bytes": "not a RAW or DNG file",
     "a jpeg": "not a RAW or DNG file", "plain tiff": "not a RAW/DNG file",
+    "negative black": "is negative", "garbage opcodes": "malformed DNG opcode list",
 }
 
 
@@ -342,6 +347,8 @@ def test_cli_batch_processes_good_files_and_names_the_bad_ones(bad_files, tmp_pa
     assert [e["input"] for e in events if e["type"] == "file"] == [str(good)]
     errors = [e["message"] for e in events if e["type"] == "error"]
     assert len(errors) == len(files)
+    for path, message in zip(files.values(), errors):  # in a batch, each error says which file
+        assert message.startswith(f"{path}: "), message
     assert events[-1] == {"type": "result", "processed": 1, "failed": len(files),
                           "failed_files": [str(p) for p in files.values()]}
     assert os.listdir(out) == ["good.jpg"]
@@ -352,6 +359,39 @@ def test_cli_batch_processes_good_files_and_names_the_bad_ones(bad_files, tmp_pa
     assert f"error: {files['truncated']}: truncated" in r.output  # stderr (mixed in by click 8.1)
     assert "2 of 3 file(s) failed" in r.output
     assert (tmp_path / "out2" / "good.png").exists()
+
+
+def test_cli_output_folders_and_names(bad_files, tmp_path):
+    good, files = bad_files
+    # A trailing slash says "folder", even where the name looks like a file's.
+    for name in ("2024.06.01", "out.jpg"):
+        r = CliRunner().invoke(main, ["process", str(good), "-o", f"{tmp_path / name}/", "--preset", "fast"])
+        assert r.exit_code == 0, r.output
+        assert os.listdir(tmp_path / name) == ["good.jpg"]
+    # A missing folder for one output file: said before developing, and nothing written.
+    r = run_cli(good, "-o", tmp_path / "missing" / "x.jpg")
+    assert r.exit_code == 1 and f"directory {tmp_path / 'missing'} does not exist; {good} was not developed" in r.output
+    assert not (tmp_path / "missing").exists()
+    # A folder made for a batch whose every input is bad is not left behind, empty.
+    r = run_cli(files["truncated"], files["zero size"], "-o", tmp_path / "new")
+    assert r.exit_code == 1 and "2 of 2 file(s) failed" in r.output
+    assert not (tmp_path / "new").exists()
+    # An existing file where a folder is needed (a name without suffix, e.g. a device): usage error.
+    r = run_cli(good, "-o", "/dev/null")
+    assert r.exit_code == 2 and "is an existing file, not a directory" in r.output
+
+
+def test_a_frame_too_small_for_rias_develops_and_errors_name_the_file(descriptor, tmp_path):
+    """Under 16 px a side the default demosaic falls back to the preview one (it raised a
+    ValueError that ended the batch); an error from the stages names the file."""
+    tiny = write_dng(tmp_path / "tiny.dng", RawFrame(data=np.full((8, 512), 900, np.uint16), frame_id=1,
+                                                     black_level=256, white_level=4095), descriptor)
+    res = process.process_file(tiny, tmp_path / "tiny.png")
+    assert (res.height, res.width) == (8, 512) and res.stats["demosaic"].startswith("fast")
+    dark = write_dng(tmp_path / "dark.dng", RawFrame(data=np.full((64, 64), 256, np.uint16), frame_id=1,
+                                                     black_level=256, white_level=4095), descriptor)
+    with pytest.raises(PipelineError, match=f"^{dark}: automatic white balance"):
+        process.process_file(dark, tmp_path / "dark.png", wb="auto")
 
 
 def test_cli_usage_errors(dng, tmp_path):

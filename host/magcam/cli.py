@@ -466,8 +466,8 @@ def deploy_cmd(port: str | None, drive: Path | None, board: str | None, descript
 
 @main.command("process")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "-o", "out", required=True, type=click.Path(path_type=Path),
-              help="Output file (one input), or a directory (created if missing).")
+@click.option("--out", "-o", "out", required=True, type=click.Path(),
+              help="Output file (one input), or a directory (created if missing; a trailing / says it is one).")
 @click.option("--preset", type=click.Choice(["default", "fast", "quality"]), default="default", show_default=True,
               help="fast: preview demosaic, no defect/noise/sharpening stages; quality: adds luma denoise and "
                    "highlight blending.")
@@ -481,16 +481,17 @@ def deploy_cmd(port: str | None, drive: Path | None, board: str | None, descript
 @click.option("--tone", type=click.Choice(["none", "filmic"]), default="none", show_default=True,
               help="filmic: a gentle highlight shoulder.")
 @click.option("--highlights", type=click.Choice(["clip", "blend"]), help="Highlight handling (default: the preset's).")
-@click.option("--denoise", type=float, help="Luma noise reduction strength, 0..2 (default: the preset's).")
+@click.option("--denoise", type=float,
+              help="Luma noise reduction strength, 0..10, about 1 for the measured noise (default: the preset's).")
 @click.option("--chroma-denoise", type=float, help="Colour noise reduction strength, 0..1 (default: the preset's).")
-@click.option("--sharpen", type=float, help="Unsharp-mask amount, 0..2 (default: the preset's).")
+@click.option("--sharpen", type=float, help="Unsharp-mask amount, 0..10, usually under 2 (default: the preset's).")
 @click.option("--format", "fmt", type=click.Choice(["tiff", "png", "jpeg"]),
               help="Output format (default: from the output extension, else jpeg).")
 @click.option("--bits", type=click.Choice(["8", "16"]), help="Bits per channel (default: 16 for TIFF, 8 otherwise).")
 @click.option("--quality", type=click.IntRange(1, 100), default=92, show_default=True, help="JPEG quality.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker threads (default: all cores).")
 @click.option("--json", "json_mode", is_flag=True, help="One JSON object per line, for scripts.")
-def process_cmd(inputs: tuple[Path, ...], out: Path, preset: str, method: str | None, output_color: str, gamma: str,
+def process_cmd(inputs: tuple[Path, ...], out: str, preset: str, method: str | None, output_color: str, gamma: str,
                 wb: str | None, tone: str, highlights: str | None, denoise: float | None, chroma_denoise: float | None,
                 sharpen: float | None, fmt: str | None, bits: str | None, quality: int, jobs: int | None,
                 json_mode: bool) -> None:
@@ -503,9 +504,16 @@ def process_cmd(inputs: tuple[Path, ...], out: Path, preset: str, method: str | 
     from .process import FORMATS, Options, output_bits, output_format, parse_wb, process_file
 
     out_reporter = Reporter(json_mode)
-    to_dir = out.is_dir() or len(inputs) > 1 or not out.suffix
-    if to_dir and out.suffix.lower() in {e for exts in FORMATS.values() for e in exts} and not out.is_dir():
+    said_dir = out.endswith(("/", os.sep))  # `-o 2024.06.01/`: a folder, whatever its "suffix"
+    out = Path(out)
+    to_dir = said_dir or out.is_dir() or len(inputs) > 1 or not out.suffix
+    if to_dir and not said_dir and out.suffix.lower() in {e for exts in FORMATS.values() for e in exts} \
+            and not out.is_dir():
         raise click.UsageError(f"{len(inputs)} inputs need --out to be a directory, not {out}")
+    if to_dir and out.exists() and not out.is_dir():
+        raise click.UsageError(f"--out {out} is an existing file, not a directory"
+                               + ("" if said_dir or len(inputs) > 1 else "; give the output file a suffix "
+                                  "(.jpg, .png, .tif)"))
     try:
         opts = Options(preset=preset, demosaic=method, output_color=output_color, gamma=gamma,
                        wb=parse_wb(wb) if wb else None, tone=tone, highlights=highlights, denoise=denoise,
@@ -520,11 +528,15 @@ def process_cmd(inputs: tuple[Path, ...], out: Path, preset: str, method: str | 
     clash = _first_clash(inputs, targets)
     if clash:
         raise click.UsageError(clash)
+    created = to_dir and not out.exists()
     if to_dir:
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             out_reporter.error(f"cannot create {out}: {e.strerror or e}")
+            sys.exit(1)
+        if not os.access(out, os.W_OK):  # a read-only mount or folder: one error before any work
+            out_reporter.error(f"directory {out} is not writable; nothing developed")
             sys.exit(1)
 
     failed: list[str] = []
@@ -558,6 +570,9 @@ def process_cmd(inputs: tuple[Path, ...], out: Path, preset: str, method: str | 
             else:
                 prog.log(f"{src} -> {res.output} ({res.width}x{res.height}, {res.format} {res.bits}-bit, "
                          f"{res.seconds:.2f} s)")
+    if created and not written:
+        with contextlib.suppress(OSError):  # a folder made for outputs that never came
+            out.rmdir()
     summary = {"processed": len(written), "failed": len(failed)}
     if json_mode:
         summary["failed_files"] = failed

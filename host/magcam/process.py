@@ -59,7 +59,7 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from magcam.atomic import same_file
+from magcam.atomic import output_problem, same_file
 from magcam.frame import RawFrame
 from magcam.pipeline import black as black_stage
 from magcam.pipeline import (color, defects, demosaic, demosaic_rias, denoise, filters, fused, highlights, sharpen, tone,
@@ -224,6 +224,11 @@ class Plan:
 def make_plan(raw: RawImage, opts: Options, *, warm: bool = True) -> Plan:
     opts = opts.resolved()
     method = opts.demosaic
+    stats: dict = {}
+    if method == "rias" and min(raw.height, raw.width) < demosaic.MIN_SIZE:
+        # RIAS's windows need 16 px; a thumbnail-sized frame still develops, with the preview method
+        method = demosaic.PREVIEW
+        stats["demosaic"] = f"{method} (rias needs {demosaic.MIN_SIZE} px a side)"
     fn = demosaic_methods()[method]
     if warm:  # load the numba kernels from the cache while the analysis below runs
         _warm_up_in_background(fn, (opts.bits or 8))
@@ -251,7 +256,6 @@ def make_plan(raw: RawImage, opts: Options, *, warm: bool = True) -> Plan:
         known = extra if known is None else np.concatenate([known, extra])
 
     black = black_stage.check_levels(raw.black, raw.white)
-    stats: dict = {}
     need_noise = opts.defects or opts.denoise > 0 or opts.chroma_denoise > 0
     grey = whitebalance.GreyWorld(raw.cfa) if opts.wb == "auto" else None
     sampler = NoiseSampler(raw.cfa) if need_noise else None
@@ -772,9 +776,15 @@ def process_file(src, dst, options: Options | dict | None = None, *, progress=No
     opts = replace(opts, bits=output_bits(fmt, opts.bits))
     if same_file(src, dst):
         raise PipelineError(f"{dst}: is the input itself; write to a new file")
+    why = output_problem(dst)
+    if why is not None:  # known before developing: say it before the work, not after
+        raise PipelineError(f"{dst}: {why}; {src} was not developed")
     _warm_up_early(opts)
     raw = read(src)
-    plan = make_plan(raw, opts)
+    try:
+        plan = make_plan(raw, opts)
+    except PipelineError as e:  # the stages do not know the file: a batch must say which one
+        raise PipelineError(str(e) if str(src) in str(e) else f"{src}: {e}") from None
     profile = output.icc_for(plan.opts.output_color, plan.opts.gamma, raw.xyz_to_camera, plan.neutral)
     h, w = raw.height, raw.width
     bands = iter_bands(plan, progress)

@@ -318,6 +318,8 @@ def _read_tiff_dng(path: Path, size: int) -> RawImage | _DngColour | None:
         black = _dng_black(name, nums(50714), tag(50713, (1, 1)))
         if np.any(black >= white):
             raise PipelineError(f"{name}: BlackLevel {black.ravel().tolist()} is not below WhiteLevel {white:g}")
+        if np.any(black < 0) or not np.all(np.isfinite(black)):
+            raise PipelineError(f"{name}: BlackLevel {black.ravel().tolist()} is negative or not a number")
 
         c = _dng_colour(name, tag, nums, ifd0)
         frame = RawFrame(data=data, frame_id=0, cfa=pattern, bits=bits if bits == 8 else 16,
@@ -335,8 +337,10 @@ def _dng_colour(name: str, tag, nums, ifd0) -> _DngColour:
         vals = nums(mtag)
         if vals is None:
             continue
-        if vals.size != 9 or not np.all(np.isfinite(vals)):
+        if vals.size != 9:
             raise PipelineError(f"{name}: ColorMatrix has {vals.size} values, expected 9 (a 3-colour CFA)")
+        if not np.all(np.isfinite(vals)):
+            raise PipelineError(f"{name}: ColorMatrix has a value that is not a number (a zero denominator?)")
         matrices.append((vals.reshape(3, 3), color.ILLUMINANT_NAMES.get(int(tag(itag, 21)), "D65")))
     neutral = nums(50728)
     if neutral is not None:
@@ -345,6 +349,8 @@ def _dng_colour(name: str, tag, nums, ifd0) -> _DngColour:
         neutral = neutral / neutral[1]
     elif tag(50729) is not None and matrices:
         xy = nums(50729)
+        if xy.size < 2 or not (np.all(np.isfinite(xy[:2])) and 0 < xy[0] and 0 < xy[1] and xy.sum() < 1):
+            raise PipelineError(f"{name}: AsShotWhiteXY {xy.tolist()} is not a chromaticity (0 < x, y; x + y < 1)")
         n = color.interpolated_xyz_to_camera(np.ones(3), matrices) @ color.xy_to_xyz(*xy[:2])
         neutral = n / n[1] if np.all(n > 0) else None
     matrix, illuminant = (None, "D65")
@@ -352,7 +358,10 @@ def _dng_colour(name: str, tag, nums, ifd0) -> _DngColour:
         matrix = color.interpolated_xyz_to_camera(neutral if neutral is not None else np.ones(3), matrices)
         illuminant = matrices[0][1]
     opcodes = tag(51009)
-    gain_map = GainMap.from_dng_opcodes(bytes(opcodes)) if opcodes is not None else None
+    try:
+        gain_map = GainMap.from_dng_opcodes(bytes(opcodes)) if opcodes is not None else None
+    except PipelineError as e:
+        raise PipelineError(f"{name}: {e}") from None
     orientation = int(ifd0.tags[274].value) if 274 in ifd0.tags else 1
     meta = {
         "make": tag(271), "model": tag(272), "serial": tag(50735), "exposure_time": _first(tag(33434)),
