@@ -18,7 +18,7 @@ import rawpy
 import tifffile
 from click.testing import CliRunner
 
-from conftest import shared_file
+from conftest import shared_file, tool
 from magcam import process, rawio
 from magcam.pipeline.shading import GainMap
 from magcam.cli import main
@@ -247,6 +247,7 @@ def test_outputs_carry_profile_exif_and_the_same_pixels(dng, tmp_path):
         page = t.pages[0]
         np.testing.assert_array_equal(page.asarray(), ref16)
         assert page.tags["Make"].value == "magcam"
+        assert page.tags[34665].value["ExposureTime"] == (1, 100)  # in the EXIF IFD, where it belongs
         profile = page.tags[34675].value
     np.testing.assert_array_equal(cv2.imread(str(png), cv2.IMREAD_UNCHANGED)[..., ::-1], ref16)
     for path in (png, jpg):
@@ -263,6 +264,23 @@ def test_outputs_carry_profile_exif_and_the_same_pixels(dng, tmp_path):
         mse = np.mean((np.asarray(im).astype(np.float64) - ref8) ** 2)
     assert 10 * np.log10(255.0**2 / mse) > 33  # JPEG q92 4:4:4 on this detailed scene: 35.5 dB measured
     assert sorted(os.listdir(tmp_path)) == ["a.jpg", "a.png", "a.tif"]  # no temporaries left
+    # Every tag EXIF requires is there, with its type (exiftool listed 9 missing from the JPEG).
+    for path in (tif, png, jpg):
+        r = subprocess.run([tool("exiftool"), "-validate", "-warning", "-a", "-s3", str(path)],
+                           capture_output=True, text=True, check=True)
+        assert r.stdout.strip() == "OK", (path.name, r.stdout)
+
+
+def test_a_text_tag_stored_as_bytes_does_not_reach_the_exif_as_junk(descriptor, scene, tmp_path):
+    path = write_dng(tmp_path / "bytes_make.dng", frame_of(descriptor, scene, size=(64, 48)), descriptor,
+                     extra_tags=[(271, BYTE, 4, b"\xff\xfe\x00\x01"), (272, BYTE, 6, b"QA-1\x00\x00")])
+    assert rawio.read(path).meta.get("make") is None and rawio.read(path).meta["model"] == "QA-1"
+    process.process_file(path, tmp_path / "out.jpg", preset="fast")
+    from PIL import Image
+
+    with Image.open(tmp_path / "out.jpg") as im:
+        exif = im.getexif()
+    assert 0x010F not in exif and exif[0x0110] == "QA-1"  # Make left out, not "b'\xff\xfe...'"
 
 
 # --- malformed inputs --------------------------------------------------------------------------

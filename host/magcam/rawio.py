@@ -364,9 +364,10 @@ def _dng_colour(name: str, tag, nums, ifd0) -> _DngColour:
         raise PipelineError(f"{name}: {e}") from None
     orientation = int(ifd0.tags[274].value) if 274 in ifd0.tags else 1
     meta = {
-        "make": tag(271), "model": tag(272), "serial": tag(50735), "exposure_time": _first(tag(33434)),
-        "f_number": _first(tag(33437)), "iso": _first(tag(34855)), "focal_length": _first(tag(37386)),
-        "datetime": tag(36867) or tag(306), "lens": tag(42036), "magcam": _magcam_description(tag(270)),
+        "make": _text(tag(271)), "model": _text(tag(272)), "serial": _text(tag(50735)),
+        "exposure_time": _first(tag(33434)), "f_number": _first(tag(33437)), "iso": _first(tag(34855)),
+        "focal_length": _first(tag(37386)), "datetime": _text(tag(36867)) or _text(tag(306)),
+        "lens": _text(tag(42036)), "magcam": _magcam_description(tag(270)),
     }
     return _DngColour(matrices, matrix, illuminant, neutral, orientation, gain_map,
                       {k: v for k, v in meta.items() if v is not None})
@@ -430,6 +431,17 @@ def _rationals(value) -> np.ndarray:
     v = np.asarray(value, dtype=np.float64).reshape(-1, 2)
     with np.errstate(divide="ignore", invalid="ignore"):
         return v[:, 0] / v[:, 1]
+
+
+def _text(value) -> str | None:
+    """A text tag as printable text, or None: a file may store one as bytes (BYTE/UNDEFINED) or
+    with NULs and junk, which must not reach an output's EXIF as "b'\\xff...'"."""
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).split(b"\0", 1)[0].decode("ascii", "replace")
+    if not isinstance(value, str):
+        return None
+    value = value.strip("\0 ").strip()
+    return value if value and value.isprintable() and "\ufffd" not in value else None
 
 
 def _first(value):

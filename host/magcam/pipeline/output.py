@@ -94,8 +94,11 @@ def _exif_scalar(v) -> bool:
     return bool(np.isfinite(v)) and 0 < v < 1e9
 
 
-def exif_bytes(meta: dict, output_color: str = "srgb") -> bytes:
-    """EXIF (with the ``Exif\\0\\0`` prefix JPEG APP1 wants) for the shooting metadata."""
+def exif_bytes(meta: dict, output_color: str = "srgb", size: tuple[int, int] | None = None,
+               jpeg: bool = True) -> bytes:
+    """EXIF (with the ``Exif\\0\\0`` prefix JPEG APP1 wants) for the shooting metadata, with the
+    tags EXIF 2.32 requires (``size`` is the image's (width, height); ``jpeg`` adds the tags only
+    a JPEG needs), so that validators (``exiftool -validate``) find nothing missing."""
     from PIL import Image, TiffImagePlugin
 
     # Values come from the input file's tags as they are: only well-formed single values are
@@ -108,8 +111,24 @@ def exif_bytes(meta: dict, output_color: str = "srgb") -> bytes:
     exif[0x0131] = "magcam"
     exif[0x0132] = datetime.now().strftime("%Y:%m:%d %H:%M:%S")
     exif[_ORIENTATION] = 1  # pixels are written in display orientation
-    sub = exif.get_ifd(_EXIF_IFD)
     rat = lambda v: TiffImagePlugin.IFDRational(Fraction(float(v)).limit_denominator(1_000_000))  # noqa: E731
+    exif[0x011A] = exif[0x011B] = rat(72)  # X/YResolution: 72 dpi, the customary "no print size"
+    exif[0x0128] = 2  # ResolutionUnit: inch
+    if jpeg:
+        exif[0x0213] = 1  # YCbCrPositioning: centred (what Pillow's encoder does)
+    sub = exif.get_ifd(_EXIF_IFD)
+    sub[0x9000] = b"0232"  # ExifVersion
+    sub[0xA000] = b"0100"  # FlashpixVersion
+    if jpeg:
+        # ComponentsConfiguration: Y Cb Cr. Pillow has no type for it and would write BYTE; EXIF
+        # says UNDEFINED, so tell Pillow (an addition to its table, which only lacks the entry).
+        from PIL import TiffTags
+
+        TiffTags.TAGS_V2_GROUPS[_EXIF_IFD].setdefault(
+            0x9101, TiffTags.TagInfo(0x9101, "ComponentsConfiguration", TiffTags.UNDEFINED, 4))
+        sub[0x9101] = b"\x01\x02\x03\x00"
+    if size is not None:
+        sub[0xA002], sub[0xA003] = int(size[0]), int(size[1])  # PixelX/YDimension
     for tag, key, value in ((0x829A, "exposure_time", rat), (0x829D, "f_number", rat), (0x8827, "iso", int),
                             (0x9003, "datetime", str), (0x920A, "focal_length", rat), (0xA434, "lens", str)):
         if meta.get(key):
@@ -119,17 +138,72 @@ def exif_bytes(meta: dict, output_color: str = "srgb") -> bytes:
 
 
 def _tiff_tags(meta: dict) -> list[tuple]:
-    tags = [(274, "H", 1, 1, True)]
-    for code, key in ((271, "make"), (272, "model"), (36867, "datetime"), (42036, "lens")):
+    """IFD0's tags; the shooting data goes to an EXIF IFD (``_append_exif_ifd``), behind a
+    placeholder entry that becomes the EXIF IFD pointer once that IFD is written."""
+    tags = [(274, "H", 1, 1, True), (_EXIF_PLACEHOLDER, "I", 1, 0, True)]
+    for code, key in ((271, "make"), (272, "model")):
         if meta.get(key):
             tags.append((code, "s", 0, str(meta[key]), True))
-    for code, key in ((33434, "exposure_time"), (33437, "f_number"), (37386, "focal_length")):
-        if meta.get(key):
-            f = Fraction(float(meta[key])).limit_denominator(1_000_000)
-            tags.append((code, "2I", 1, (f.numerator, f.denominator), True))
-    if meta.get("iso"):
-        tags.append((34855, "H", 1, min(int(meta["iso"]), 65535), True))
     return tags
+
+
+def _exif_entries(meta: dict, output_color: str) -> list[tuple[int, int, int, bytes]]:
+    """The EXIF IFD's entries for a classic (little-endian) TIFF: (tag, type, count, value)."""
+    def rational(v) -> bytes:
+        f = Fraction(float(v)).limit_denominator(1_000_000)
+        return struct.pack("<II", f.numerator, f.denominator)
+
+    def ascii_(v) -> bytes:
+        return str(v).encode("ascii", "replace") + b"\0"
+
+    entries = [(0x9000, 7, 4, b"0232")]  # ExifVersion
+    for code, key in ((0x829A, "exposure_time"), (0x829D, "f_number"), (0x920A, "focal_length")):
+        if meta.get(key):
+            entries.append((code, 5, 1, rational(meta[key])))
+    if meta.get("iso"):
+        entries.append((0x8827, 3, 1, struct.pack("<H", min(int(meta["iso"]), 65535))))
+    for code, key in ((0x9003, "datetime"), (0xA434, "lens")):
+        if meta.get(key):
+            text = ascii_(meta[key])
+            entries.append((code, 2, len(text), text))
+    entries.append((0xA000, 7, 4, b"0100"))  # FlashpixVersion
+    entries.append((0xA001, 3, 1, struct.pack("<H", 1 if output_color == "srgb" else 0xFFFF)))  # ColorSpace
+    return sorted(entries)
+
+
+# tifffile will not write tag 34665 (the EXIF IFD pointer) itself: it writes this unassigned
+# neighbouring code, which _append_exif_ifd turns into 34665 (the entries stay in tag order).
+_EXIF_PLACEHOLDER = _EXIF_IFD + 1
+
+
+def _append_exif_ifd(path: Path, meta: dict, output_color: str) -> None:
+    """Append the EXIF IFD to a classic little-endian TIFF written by tifffile and make IFD0's
+    placeholder entry point at it."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages[0].tags.get(_EXIF_PLACEHOLDER)
+        if tif.tiff.is_bigtiff or tif.byteorder != "<" or tag is None:
+            return  # (a >4 GB output has no EXIF IFD)
+        entry_at = tag.offset
+    entries = _exif_entries({k: v for k, v in meta.items() if _exif_scalar(v)}, output_color)
+    with open(path, "r+b") as f:
+        start = f.seek(0, os.SEEK_END)
+        start += start % 2  # IFDs start on a word boundary
+        data_at = start + 2 + 12 * len(entries) + 4
+        ifd, data = [struct.pack("<H", len(entries))], []
+        for code, typ, count, value in entries:
+            if len(value) <= 4:
+                ifd.append(struct.pack("<HHI", code, typ, count) + value.ljust(4, b"\0"))
+            else:
+                ifd.append(struct.pack("<HHII", code, typ, count, data_at))
+                data.append(value + b"\0" * (len(value) % 2))
+                data_at += len(data[-1])
+        ifd.append(struct.pack("<I", 0))  # no next IFD
+        f.seek(start)
+        f.write(b"".join(ifd) + b"".join(data))
+        f.seek(entry_at)
+        f.write(struct.pack("<HHII", _EXIF_IFD, 4, 1, start))  # ExifIFD, LONG, 1, offset
 
 
 def write_image(path, fmt: str, bands: Iterable[np.ndarray], shape: tuple[int, int], bits: int, *,
@@ -154,8 +228,9 @@ def write_image(path, fmt: str, bands: Iterable[np.ndarray], shape: tuple[int, i
                 tif.write(strips(), shape=(h, w, 3), dtype=dtype, photometric="rgb", planarconfig="contig",
                           rowsperstrip=_TIFF_ROWS, iccprofile=icc_profile, software="magcam", metadata=None,
                           description=None, datetime=True, extratags=_tiff_tags(meta))
+            _append_exif_ifd(tmp, meta, output_color)
     elif fmt == "png":
-        exif = exif_bytes(meta, output_color)[6:]  # eXIf holds the TIFF structure without "Exif\0\0"
+        exif = exif_bytes(meta, output_color, (w, h), jpeg=False)[6:]  # eXIf: the TIFF structure alone
         with atomic_write(path) as f:
             _write_png(f, bands, h, w, bits, icc_profile, exif)
     elif fmt == "jpeg":
@@ -173,7 +248,7 @@ def write_image(path, fmt: str, bands: Iterable[np.ndarray], shape: tuple[int, i
         buf = io.BytesIO()
         # Full-resolution colour (4:4:4) at high quality, 4:2:0 below 90, as photo tools do.
         img.save(buf, "JPEG", quality=int(quality), subsampling=0 if quality >= 90 else 2,
-                 icc_profile=icc_profile or None, exif=exif_bytes(meta, output_color), optimize=False)
+                 icc_profile=icc_profile or None, exif=exif_bytes(meta, output_color, (w, h)), optimize=False)
         del img
         write_bytes_atomic(path, buf.getbuffer())
     else:
