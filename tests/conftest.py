@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,15 @@ def pytest_addoption(parser):
 @pytest.fixture(scope="module")
 def descriptor() -> dict:
     return json.loads(DESCRIPTOR_PATH.read_text())
+
+
+def mount_tmpfs(path: Path, size: str) -> str | None:
+    """Mount a small tmpfs at ``path`` (made here); None, or why this machine refuses (not
+    root, no CAP_SYS_ADMIN). The caller unmounts it."""
+    path.mkdir()
+    try:
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+                             capture_output=True, text=True, timeout=30)
+    except OSError as e:
+        return str(e)
+    return None if res.returncode == 0 else (res.stderr.strip() or f"mount exited {res.returncode}")

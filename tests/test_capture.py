@@ -27,7 +27,7 @@ import tifffile
 from jsonschema import Draft202012Validator
 
 import magcam
-from conftest import REPO, tool
+from conftest import REPO, mount_tmpfs, tool
 from magcam import sidecar
 from magcam.capture import (
     DEFAULT_TEMPLATE, TemplateError, camera_name, check_template, expand_filename, format_ev, save_capture,
@@ -290,22 +290,11 @@ def test_usage_errors_exit_2_before_connecting(tmp_path, args, message):
     assert not (tmp_path / "o").exists()
 
 
-def _mount_tmpfs(path: Path, size: str) -> str | None:
-    """Mount a small tmpfs at ``path``; None if this machine refuses (not root, no CAP_SYS_ADMIN)."""
-    path.mkdir()
-    try:
-        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
-                             capture_output=True, text=True, timeout=30)
-    except OSError as e:
-        return str(e)
-    return None if res.returncode == 0 else (res.stderr.strip() or f"mount exited {res.returncode}")
-
-
 def test_full_disk_leaves_no_partial_file(sim, tmp_path, monkeypatch, record_property):
     """A genuinely full filesystem: a 256 KiB tmpfs holds two 256x192 pairs (25 + 1 pages each) and
     not the third DNG. If mounting is refused, writes are made to fail with ENOSPC instead."""
     disk = tmp_path / "disk"
-    refused = _mount_tmpfs(disk, "256k")
+    refused = mount_tmpfs(disk, "256k")
     if refused is None:
         record_property("enospc", "tmpfs")
         print("ENOSPC: a real 256 KiB tmpfs")
@@ -347,7 +336,7 @@ def test_an_unwritable_folder_is_refused_before_a_frame_is_taken(sim, tmp_path, 
     a hidden staging file, and comes before the exposure. The frame ids on either side of the
     refused commands are consecutive: the module took no frame for them."""
     folder = tmp_path / "ro"
-    refused = _mount_tmpfs(folder, "64k")
+    refused = mount_tmpfs(folder, "64k")
     if refused is None:
         subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, timeout=30)
         record_property("read_only", "tmpfs mounted ro")

@@ -18,7 +18,7 @@ import rawpy
 import tifffile
 from click.testing import CliRunner
 
-from conftest import shared_file, tool
+from conftest import mount_tmpfs, shared_file, tool
 from magcam import process, rawio
 from magcam.pipeline.shading import GainMap
 from magcam.cli import main
@@ -397,6 +397,23 @@ def test_cli_output_folders_and_names(bad_files, tmp_path):
     # An existing file where a folder is needed (a name without suffix, e.g. a device): usage error.
     r = run_cli(good, "-o", "/dev/null")
     assert r.exit_code == 2 and "is an existing file, not a directory" in r.output
+
+
+def test_a_full_disk_is_said_as_such_and_leaves_nothing(dng, tmp_path):
+    """A real 40 KiB tmpfs: every format fails as "No space left on device" (tifffile's short
+    write once read "36864 requested and 28096 written") and leaves no partial file."""
+    disk = tmp_path / "disk"
+    refused = mount_tmpfs(disk, "40k")
+    if refused is not None:
+        pytest.skip(f"needs a small tmpfs to fill: {refused}")
+    try:
+        outputs = [run_cli(dng, "-o", disk / f"x.{ext}", "--preset", "fast") for ext in ("tif", "png", "jpg")]
+        left = os.listdir(disk)
+    finally:
+        subprocess.run(["umount", str(disk)], check=False, timeout=30)
+    for r in outputs:
+        assert r.exit_code == 1 and "No space left on device" in r.output and "Traceback" not in r.output, r.output
+    assert left == []
 
 
 def test_a_frame_too_small_for_rias_develops_and_errors_name_the_file(descriptor, tmp_path):

@@ -17,6 +17,7 @@ Usage::
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import struct
@@ -224,10 +225,15 @@ def write_image(path, fmt: str, bands: Iterable[np.ndarray], shape: tuple[int, i
                     yield band[y : y + _TIFF_ROWS]
 
         with atomic_path(path) as tmp:
-            with tifffile.TiffWriter(tmp, bigtiff=h * w * 3 * (bits // 8) > 0xF0000000) as tif:
-                tif.write(strips(), shape=(h, w, 3), dtype=dtype, photometric="rgb", planarconfig="contig",
-                          rowsperstrip=_TIFF_ROWS, iccprofile=icc_profile, software="magcam", metadata=None,
-                          description=None, datetime=True, extratags=_tiff_tags(meta))
+            try:
+                with tifffile.TiffWriter(tmp, bigtiff=h * w * 3 * (bits // 8) > 0xF0000000) as tif:
+                    tif.write(strips(), shape=(h, w, 3), dtype=dtype, photometric="rgb", planarconfig="contig",
+                              rowsperstrip=_TIFF_ROWS, iccprofile=icc_profile, software="magcam", metadata=None,
+                              description=None, datetime=True, extratags=_tiff_tags(meta))
+            except OSError as e:
+                if e.errno is None and "requested and" in str(e):  # tifffile's short write: a full disk
+                    raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({e})", str(path)) from None
+                raise
             _append_exif_ifd(tmp, meta, output_color)
     elif fmt == "png":
         exif = exif_bytes(meta, output_color, (w, h), jpeg=False)[6:]  # eXIf: the TIFF structure alone
