@@ -27,6 +27,7 @@ from magcam.dashboard import (
     lens_bar,
     run_dashboard,
 )
+from magcam.report import Reporter
 from magcam.sim import Simulator
 from magcam_fw import protocol as P
 from rich.console import Console
@@ -149,6 +150,14 @@ def test_faults_and_log_lines_keep_a_short_history(descriptor, clock):
     assert "over_temperature 72.5 °C" in text and "under_voltage 4300 mV" in text
     assert "over_current" not in text  # fell out of the short list
     assert "warning: safe mode: 3 boots in a row failed" in text and "SAFE MODE" in text
+    # A device's text with control codes: shown escaped, never clearing the screen or splitting lines.
+    hostile = "\x1b[2J\x1b[31mHACKED line1\nline2"
+    dash.update({"type": "log", "t": 3, "level": 2, "text": hostile})
+    text = render(dash, 160)
+    assert "\x1b" not in text and "warning: \\x1b[2J\\x1b[31mHACKED line1\\nline2" in text
+    out = io.StringIO()
+    Reporter(stream=out).event({"type": "log", "t": 3, "level": 2, "text": hostile})
+    assert out.getvalue().count("\n") == 1 and "\x1b" not in out.getvalue()
 
 
 def test_raw_hello_message_sets_the_mode_name(descriptor, clock):

@@ -215,6 +215,11 @@ def test_focus_calibration_is_stored_on_the_module_and_in_the_next_dng(tmp_path)
     (["calibrate", "focus"], ["--distances", "--at"]),
     (["focus", "--sweep", "--roi", "0.5,0.5,0.9,0.2"], ["--roi", "inside the frame"]),
     (["monitor", "--focus", "--focus-size", "big"], ["--focus-size"]),
+    # each option answers for itself (a bad --roi was blamed on --focus-size)
+    (["monitor", "--focus", "--roi", "abc"], ["--roi", "four numbers"]),
+    (["monitor", "--focus", "--roi", "1,1,1,1"], ["--roi", "inside the frame"]),
+    # nan, inf and -5 were tracebacks; 0 streamed nothing without a word
+    *[(["monitor", "--focus", "--focus-fps", v], ["--focus-fps", "0.1..60"]) for v in ("nan", "inf", "-5", "0")],
 ])
 def test_focus_commands_reject_bad_input_clearly(args, names):
     from click.testing import CliRunner
@@ -222,6 +227,19 @@ def test_focus_commands_reject_bad_input_clearly(args, names):
 
     run = CliRunner().invoke(main, [*args, "--port", "/nonexistent"])
     assert run.exit_code == 2 and all(n in run.output for n in names), run.output  # a usage error, no traceback
+
+
+def test_monitor_without_a_board_for_auto_is_one_clear_error(tmp_path, monkeypatch):
+    """`--port auto` (monitor's default) with no board: a traceback once, with no JSON error."""
+    from click.testing import CliRunner
+    from magcam.cli import main
+
+    monkeypatch.setenv("MAGCAM_SIM_REGISTRY", str(tmp_path / "no-simulators"))
+    monkeypatch.setattr("magcam.discovery.list_ports.comports", lambda: [])  # no USB boards either
+    run = CliRunner().invoke(main, ["monitor", "--json"])
+    assert run.exit_code == 1 and isinstance(run.exception, SystemExit), run.output  # not a PortError
+    assert json.loads(run.stdout.splitlines()[-1]) == {
+        "type": "error", "message": "no magcam board found: plug one in (see `magcam ports`) or give --port"}
 
 
 def test_thin_lens_fit_recovers_a_known_lens_and_respects_the_descriptor_cap():

@@ -25,6 +25,12 @@ def _seconds(ctx, param, value):
     return value
 
 
+def _fps(value: float) -> float:
+    if not 0.1 <= value <= 60:  # also false for nan; the module refuses over 60, and 0 streams nothing
+        raise click.BadParameter(f"{value}: give a rate within 0.1..60 frames per second", param_hint="--focus-fps")
+    return value
+
+
 class _Group(click.Group):
     """Click's group, but with ``--json`` a usage error (a bad option value, a missing
     argument) is also the ``error`` JSON line scripts read on stdout, still with exit code 2."""
@@ -167,12 +173,14 @@ def ports(json_mode: bool) -> None:
 @click.option("--focus", "focus_meter", is_flag=True,
               help="Stream small frames and show a focus meter (also as {\"type\": \"focus\"} events).")
 @click.option("--focus-size", default="320x240", show_default=True, help="Size of the streamed focus frames.")
-@click.option("--focus-fps", type=float, default=10.0, show_default=True, help="Rate of the focus frames.")
+@click.option("--focus-fps", type=float, default=10.0, show_default=True, callback=lambda ctx, param, v: _fps(v),
+              help="Rate of the focus frames (0.1..60; the module's limit).")
 @click.option("--roi", default="0.25,0.25,0.5,0.5", show_default=True, help="Focus region x,y,w,h (fractions).")
 def monitor(port: str, json_mode: bool, duration: float | None, focus_meter: bool, focus_size: str,
             focus_fps: float, roi: str) -> None:
     """Print live events from the module: ring, attach, power, thermal, faults, link."""
     from .camera import connect
+    from .discovery import PortError
 
     out = Reporter(json_mode)
     # A live dashboard on a terminal; in a pipe (or a dumb terminal) plain lines, never ANSI.
@@ -200,7 +208,7 @@ def monitor(port: str, json_mode: bool, duration: float | None, focus_meter: boo
                 sys.exit(1)
     except KeyboardInterrupt:
         pass
-    except LinkError as e:
+    except (LinkError, PortError) as e:  # PortError: --port auto found no board, or several
         out.error(str(e))
         sys.exit(1)
 
@@ -695,10 +703,11 @@ def _focus_meter(size: str, roi: str):
 
     try:
         w, h = (int(v) for v in size.lower().split("x"))
-        meter = FocusMeter(roi=parse_roi(roi))
     except ValueError:
         raise click.BadParameter(f"{size!r}: expected WIDTHxHEIGHT, e.g. 320x240", param_hint="--focus-size")
-    except PipelineError as e:
+    try:
+        meter = FocusMeter(roi=parse_roi(roi))
+    except (PipelineError, ValueError) as e:  # each option answers for itself
         raise click.BadParameter(str(e), param_hint="--roi")
     meter.size = (w, h)
     return meter

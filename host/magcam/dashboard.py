@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable
 
 from magcam_fw import protocol as P
 
+from magcam.report import printable
+
 WINDOW_S = 2.0  # the rates are averaged over this many seconds
 REFRESH_PER_SECOND = 4
 RING_AT_REST_S = 0.25  # the device's own definition of "at rest" (docs/protocol.md, EV_ENCODER)
@@ -531,7 +533,7 @@ class DashboardView:
         lines = []
         for ev in reversed(d.logs):
             level = _name(P.LOG_LEVELS, ev.get("level", 1))
-            lines.append(Text(f"{level}: {ev.get('text', '')}", style=_LEVEL_STYLES.get(level, "")))
+            lines.append(Text(f"{level}: {printable(str(ev.get('text', '')))}", style=_LEVEL_STYLES.get(level, "")))
         body = Group(t, Text("log", style="dim"), *lines) if lines else t
         return self._panel(body, "Frames / log")
 

@@ -15,8 +15,16 @@ import json
 import sys
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\x1b``, ``\\n``): a device's log text must not
+    clear the screen, colour it or break one event into two lines."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def _fmt(ev: dict) -> str:
-    body = " ".join(f"{k}={v}" for k, v in ev.items() if k not in ("type", "t"))
+    body = " ".join(f"{k}={printable(str(v))}" for k, v in ev.items() if k not in ("type", "t"))
     t = ev.get("t")
     return f"{'' if t is None else f'{t:>8} ms '}{ev.get('type', '?'):<8} {body}"
 
