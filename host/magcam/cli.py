@@ -25,9 +25,10 @@ def _seconds(ctx, param, value):
     return value
 
 
-def _fps(value: float) -> float:
-    if not 0.1 <= value <= 60:  # also false for nan; the module refuses over 60, and 0 streams nothing
-        raise click.BadParameter(f"{value}: give a rate within 0.1..60 frames per second", param_hint="--focus-fps")
+def _fps(ctx, param, value):
+    """A frame rate option: 0.1..60 (also false for nan); the module refuses over 60, 0 streams nothing."""
+    if not 0.1 <= value <= 60:
+        raise click.BadParameter(f"{value}: give a rate within 0.1..60 frames per second")
     return value
 
 
@@ -173,7 +174,7 @@ def ports(json_mode: bool) -> None:
 @click.option("--focus", "focus_meter", is_flag=True,
               help="Stream small frames and show a focus meter (also as {\"type\": \"focus\"} events).")
 @click.option("--focus-size", default="320x240", show_default=True, help="Size of the streamed focus frames.")
-@click.option("--focus-fps", type=float, default=10.0, show_default=True, callback=lambda ctx, param, v: _fps(v),
+@click.option("--focus-fps", type=float, default=10.0, show_default=True, callback=_fps,
               help="Rate of the focus frames (0.1..60; the module's limit).")
 @click.option("--roi", default="0.25,0.25,0.5,0.5", show_default=True, help="Focus region x,y,w,h (fractions).")
 def monitor(port: str, json_mode: bool, duration: float | None, focus_meter: bool, focus_size: str,
@@ -508,6 +509,7 @@ def process_cmd(inputs: tuple[Path, ...], out: str, preset: str, method: str | N
     Bad inputs are reported and skipped; the others are still processed. Exit status: 0 all
     written, 1 some failed, 2 bad usage.
     """
+    from .atomic import output_problem
     from .pipeline.errors import PipelineError
     from .process import FORMATS, Options, output_bits, output_format, parse_wb, process_file
 
@@ -543,8 +545,9 @@ def process_cmd(inputs: tuple[Path, ...], out: str, preset: str, method: str | N
         except OSError as e:
             out_reporter.error(f"cannot create {out}: {e.strerror or e}")
             sys.exit(1)
-        if not os.access(out, os.W_OK):  # a read-only mount or folder: one error before any work
-            out_reporter.error(f"directory {out} is not writable; nothing developed")
+        why = output_problem(targets[0])  # a read-only mount or folder: one error before any work
+        if why is not None:
+            out_reporter.error(f"{why}; nothing developed")
             sys.exit(1)
 
     failed: list[str] = []
