@@ -52,8 +52,15 @@ def fit_thin_lens(points, focal_mm: float, position_min: float) -> tuple[float, 
     if not k > 0:
         raise PipelineError("focus calibration: nearer targets must focus at larger lens positions "
                             f"(points {points} give a slope of {k:.3g} mm/step)")
-    rms = float(np.sqrt(np.mean((p - (p_inf + e / k)) ** 2)))
+    rms = float(np.sqrt(np.mean(_residuals(points, focal_mm, p_inf, k) ** 2)))
     return p_inf, k, rms
+
+
+def _residuals(points, focal_mm: float, p_inf: float, k: float) -> np.ndarray:
+    """Each point's AF position minus the fit's position for its distance, in lens steps."""
+    p = np.array([float(q) for q, _ in points])
+    e = np.array([extension_for_distance(focal_mm, float(s)) for _, s in points])
+    return p - (p_inf + e / k)
 
 
 def depth_of_focus_steps(descriptor: dict, mm_per_step: float) -> float:
@@ -73,8 +80,9 @@ def check_consistent(points, descriptor: dict) -> None:
         return
     focal = float(descriptor["lens"]["focal_mm"])
     p_inf, k, _ = fit_thin_lens(points, focal, int(descriptor["lens"]["position_min"]))
-    off = [(abs(p - (p_inf + extension_for_distance(focal, s) / k)), p, s) for p, s in points]
-    worst, position, distance = max(off)
+    off = np.abs(_residuals(points, focal, p_inf, k))
+    worst = float(off.max())
+    position, distance = points[int(off.argmax())]
     limit = depth_of_focus_steps(descriptor, k)
     if worst > limit:
         raise PipelineError(
