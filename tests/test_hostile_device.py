@@ -44,6 +44,7 @@ class HostileDevice:
         self.seq = 0
         self.frame_id = 0
         self.silent = False  # stops answering anything (a wedged device)
+        self.deaf = False  # stops reading at all: the port's buffer fills and host writes block
         self.commands: list[tuple[int, int]] = []
         self._enc = P.Encoder()
         self._wlock = threading.Lock()
@@ -93,7 +94,7 @@ class HostileDevice:
         while not self._stop.is_set():
             try:
                 r, _, _ = select.select([self.master], [], [], 0.05)
-                if not r:
+                if not r or self.deaf:
                     continue
                 data = os.read(self.master, 4096)
             except OSError:
@@ -304,6 +305,44 @@ def test_device_unplugged_mid_frame_says_so():
             cam.close()
     finally:
         dev._stop.set()
+
+
+def test_device_that_stops_reading_closes_the_link_instead_of_blocking_writes():
+    """A frozen firmware with USB still up: nothing reads the host's bytes, the port's buffer
+    fills and a plain write would block for as long as the device stays deaf (heartbeats alone
+    fill it in about 25 minutes). The link gives up after Link.WRITE_TIMEOUT_S instead."""
+    dev = _device()
+    try:
+        cam = magcam.connect(dev.port, connect_timeout=3)
+        dev.deaf = True
+        outcome = {"sent": 0}
+
+        def flood():  # what the heartbeat would send over a long time, at once
+            while True:
+                try:
+                    cam.link.command(P.CMD_PING, timeout=0.001, retries=0)
+                except CommandTimeout:
+                    pass
+                except LinkError as e:
+                    outcome["error"] = e
+                    return
+                outcome["sent"] += 1
+
+        writer = threading.Thread(target=flood, daemon=True)  # a blocked write must fail the test, not hang it
+        writer.start()
+        writer.join(30)
+        assert not writer.is_alive(), f"a write is still blocked after 30 s ({outcome['sent']} pings went out)"
+        assert outcome["sent"] > 100, "the pty should have taken some pings before its buffer filled"
+        assert isinstance(outcome["error"], LinkClosed), repr(outcome["error"])
+        assert f"device stopped reading: a write did not finish within {cam.link.WRITE_TIMEOUT_S:g} s" \
+            in str(outcome["error"])
+        assert cam.link.closed and "device stopped reading" in cam.link.close_reason
+        with Within(0.5), pytest.raises(LinkClosed):
+            cam.set_lens_position(5)  # the link stays closed: no second wait
+        with Within(1.0):
+            cam.close()  # no DISCONNECT queued behind a full buffer
+    finally:
+        dev.close()
 
 
 def test_device_that_never_reports_power_delays_capture_by_the_rail_settle_time():

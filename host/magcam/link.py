@@ -74,12 +74,16 @@ class _Assembly:
 
 class Link:
     HEARTBEAT_S = 1.0
+    # A device that stops reading (firmware hung, USB stalled) fills the port's buffer and a
+    # write would block for as long as it stays deaf; past this the link is given up instead.
+    WRITE_TIMEOUT_S = 2.0
 
     def __init__(self, port: str, *, baudrate: int = 115200, event_queue: int = 10000,
                  max_frame_bytes: int = P.MAX_FRAME_BYTES, exclusive: bool = True,
                  power_budget_mw: int | None = DEFAULT_POWER_BUDGET_MW):
         try:
-            self.ser = serial.Serial(port, baudrate=baudrate, timeout=0.05, exclusive=exclusive)
+            self.ser = serial.Serial(port, baudrate=baudrate, timeout=0.05, exclusive=exclusive,
+                                     write_timeout=self.WRITE_TIMEOUT_S)
         except (serial.SerialException, OSError) as e:
             raise LinkError(f"cannot open {port}: {e}") from None
         self.port = port
@@ -131,8 +135,20 @@ class Link:
             except LinkError:
                 pass
         self._shut("closed by host")
-        self._reader.join(timeout=2)
-        self.ser.close()
+        try:
+            self.ser.cancel_write()  # a write waiting on a deaf device gives up now
+        except (serial.SerialException, OSError):
+            pass
+        for worker in (self._reader, self._beat):
+            if worker is not threading.current_thread():  # close() may come from an event callback
+                worker.join(timeout=2)
+        # No writer may be inside pyserial when the port closes under it.
+        locked = self._wlock.acquire(timeout=self.WRITE_TIMEOUT_S + 1)
+        try:
+            self.ser.close()
+        finally:
+            if locked:
+                self._wlock.release()
 
     def __enter__(self) -> "Link":
         return self
@@ -156,6 +172,8 @@ class Link:
     def command(self, mtype: int, fields: dict | None = None, *, timeout: float = 0.5, retries: int = 3) -> dict:
         """Send a command and wait for its ACK; retried on silence, raises on NAK."""
         name = P.SCHEMA[mtype][0]
+        if self.closed:  # not one more write into a port that is gone or deaf
+            raise LinkClosed(f"{name}: link closed ({self.close_reason})")
         values, tail = P.pack_fields(mtype, fields or {})
         with self._wlock:
             seq = self._next_seq()
@@ -186,10 +204,16 @@ class Link:
     def _write(self, wire: bytes) -> None:
         try:
             with self._wlock:
+                if self.closed:
+                    raise LinkClosed(f"link closed ({self.close_reason})")
                 self.ser.write(wire)
                 self._last_tx = time.monotonic()
                 self.bytes_out += len(wire)
                 self.frames_out += 1
+        except serial.SerialTimeoutException:
+            reason = f"the device stopped reading: a write did not finish within {self.WRITE_TIMEOUT_S:g} s"
+            self._shut(reason)
+            raise LinkClosed(reason) from None
         except (serial.SerialException, OSError) as e:
             self._shut(f"write failed: {e}")
             raise LinkClosed(str(e)) from None
