@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,54 @@ def test_a_stream_ends_with_its_session():
         with magcam.connect(sim.port) as cam:  # a new session: nobody asked for frames
             frames = [e for e in cam.events(duration=1.0) if e["type"] == "frame"]
             assert frames == []
+
+
+def _wait_event(cam, predicate, seconds):
+    for ev in cam.events(duration=seconds):
+        if predicate(ev):
+            return ev
+    return None
+
+
+def test_a_module_reboot_behind_the_same_port_is_a_new_session_and_the_stream_goes_on():
+    """A UART bridge keeps its port across a module reset: the host sees only session-0 beacons.
+    It must open a new session by itself, ask again for its stream, and say so in events."""
+    with Simulator() as sim:
+        with magcam.connect(sim.port) as cam:
+            before = cam.hello
+            cam.start_stream(64, 48, fps=10)
+            cam.next_frame(timeout=5)
+            restarted = time.monotonic()
+            sim.restart()  # power-cycle: the firmware forgets the session and the stream
+            lost = _wait_event(cam, lambda e: e["type"] == "link" and e.get("state") == "session_lost", 5)
+            assert lost is not None and "rebooted" in lost["reason"]
+            resumed = _wait_event(cam, lambda e: e["type"] == "link" and e.get("state") == "resumed", 5)
+            assert resumed is not None, "the host did not open a new session"
+            assert cam.hello["session"] == resumed["session"]
+            assert cam.hello is not before  # cam.hello follows the new session
+            assert cam.hello["uptime_ms"] <= (time.monotonic() - restarted) * 1000 + 100
+            frame = _wait_event(cam, lambda e: e["type"] == "frame" and e.get("ok"), 5)
+            assert frame is not None, "the stream did not come back after the reboot"
+            assert cam.next_frame(timeout=5).width == 64
+            assert cam.link.stats()["sessions_resumed"] == 1
+            assert not cam.link.closed
+            cam.stop_stream()
+
+
+def test_a_session_ended_for_host_silence_is_won_back_without_the_stream_coming_back_by_itself():
+    """The device ends a session after 5 s without hearing the host (and clears the stream, so a
+    host connecting next gets none); the host that was merely slow opens a new one and asks
+    for its stream again."""
+    with Simulator() as sim:
+        with magcam.connect(sim.port) as cam:
+            cam.start_stream(64, 48, fps=10)
+            cam.next_frame(timeout=5)
+            session = cam.hello["session"]
+            cam.link.HEARTBEAT_S = 60.0  # the host goes quiet (a laptop asleep, a stalled process)
+            lost = _wait_event(cam, lambda e: e["type"] == "link" and e.get("state") == "session_lost", 10)
+            assert lost is not None
+            cam.link.HEARTBEAT_S = 1.0
+            resumed = _wait_event(cam, lambda e: e["type"] == "link" and e.get("state") == "resumed", 5)
+            assert resumed is not None and resumed["session"] == cam.hello["session"] != session
+            assert _wait_event(cam, lambda e: e["type"] == "frame" and e.get("ok"), 5) is not None
+            cam.stop_stream()

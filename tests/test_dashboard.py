@@ -263,6 +263,18 @@ def test_image_frames_and_link_closed(clock):
     assert "LINK CLOSED: device gone: EOF" in text
 
 
+def test_a_lost_and_resumed_session_is_shown_in_the_log(clock):
+    dash = Dashboard(clock=clock)
+    dash.update({"type": "link", "t": 2221, "state": "session_lost",
+                 "reason": "the module ended the session (it rebooted, or did not hear this host for 5 s)"})
+    dash.update({"type": "link", "t": 13, "state": "resumed", "session": 1})
+    assert dash.link_closed is None
+    text = render(dash, 120)
+    assert "warning: link: the module ended the" in text  # the panel wraps the rest
+    assert "warning: link: new session 1 opened" in text
+    assert "LINK CLOSED" not in text
+
+
 # ---- rendering ------------------------------------------------------------------------------
 
 def scripted(descriptor, clock) -> Dashboard:

@@ -70,11 +70,10 @@ class Camera:
         self.max_frame_bytes = max_frame_bytes  # the most a (lying) device can make us allocate
         self._link = Link(self.port, max_frame_bytes=max_frame_bytes)
         try:
-            self.hello = self._link.open_session(timeout=connect_timeout)
+            self._link.open_session(timeout=connect_timeout)
         except BaseException:
             self._link.close()
             raise
-        self.descriptor: dict = self._link.descriptor
         # Same protocol but other firmware: it works, but say exactly how to bring it in line.
         from .deploy import version_advice
 
@@ -82,6 +81,15 @@ class Camera:
         if self.version_warning:
             self._link._push({"type": "log", "t": self.hello["uptime_ms"], "level": P.LOG_WARNING,
                               "text": self.version_warning})
+
+    @property
+    def hello(self) -> dict:
+        """The module's latest HELLO: it changes when a re-attach or a reboot opens a new session."""
+        return self._link.hello
+
+    @property
+    def descriptor(self) -> dict:
+        return self._link.descriptor
 
     @property
     def firmware(self) -> str:
@@ -192,7 +200,7 @@ class Camera:
         for off in range(0, len(blob), step):
             self._link.command(P.CMD_DESCRIPTOR_WRITE, {"offset": off, "total": len(blob),
                                                          "data": blob[off : off + step]}, timeout=2.0)
-        self.descriptor = self._link.descriptor = json.loads(blob)
+        self._link.descriptor = json.loads(blob)
 
     def start_stream(self, width: int, height: int, *, fps: float = 10.0, exposure_us: int = 10000,
                      analog_gain: float = 1.0) -> None:
@@ -273,12 +281,12 @@ class Camera:
                     link = None
                 if link is not None:
                     try:
-                        hello = link.open_session(timeout=min(3.0, max(deadline - time.monotonic(), 0.1)))
+                        link.open_session(timeout=min(3.0, max(deadline - time.monotonic(), 0.1)))
                         same = link.descriptor.get("serial") == self.descriptor.get("serial")
                     except LinkError:
                         same = False
                     if same:
-                        self._link, self.hello, self.port = link, hello, info.device
+                        self._link, self.port = link, info.device
                         return True
                     link.close()  # not answering yet, or another module on that port
             time.sleep(0.1)

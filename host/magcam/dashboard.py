@@ -205,8 +205,14 @@ class Dashboard:
             self.last_frame_error = event
 
     def _on_link(self, event: dict, now: float) -> None:
-        if event.get("state") == "closed":
+        state = event.get("state")
+        if state == "closed":
             self.link_closed = event.get("reason") or "closed"
+            return
+        if state in ("session_lost", "resumed"):  # the host's own notes, shown with the device's logs
+            text = event.get("reason") if state == "session_lost" else f"new session {event.get('session')} opened"
+            self.logs.append({"type": "log", "t": event.get("t"), "level": P.LOG_WARNING,
+                              "text": f"link: {text}", "seen_at": now})
             return
         device = event.get("device")
         if device is not None:

@@ -121,7 +121,10 @@ class Link:
         self.closed = False
         self.close_reason = ""
         self._last_tx = 0.0
-        self._session = False
+        self._session = False  # True from open_session until close: we hold a session
+        self._resuming = False  # a CONNECT to win back a session the module ended is queued
+        self._stream_request: dict | None = None  # the last STREAM the device ACKed, to restore
+        self.sessions_resumed = 0
         self._reader = threading.Thread(target=self._read_loop, name="magcam-link-rx", daemon=True)
         self._reader.start()
         self._beat = threading.Thread(target=self._housekeeping, name="magcam-link-chores", daemon=True)
@@ -129,7 +132,8 @@ class Link:
 
     # ---- lifecycle --------------------------------------------------------------------
     def close(self) -> None:
-        if self._session and not self.closed:
+        held, self._session = self._session, False  # its end is not a loss to make good
+        if held and not self.closed:
             try:
                 self.command(P.CMD_DISCONNECT, timeout=0.3, retries=0)
             except LinkError:
@@ -198,6 +202,8 @@ class Link:
                 continue
             if reply["type"] == "nak":
                 raise CommandRejected(name, reply["code"], reply["message"])
+            if mtype == P.CMD_STREAM:
+                self._stream_request = fields if fields and fields.get("fps_x10") else None
             return reply
         raise CommandTimeout(f"{name}: no answer from the device after {retries + 1} tries")
 
@@ -264,12 +270,36 @@ class Link:
             try:
                 while self._chores:
                     mtype, fields = self._chores.popleft()
-                    self.command(mtype, fields)
+                    if mtype is None:
+                        self._resume_session()
+                    else:
+                        self.command(mtype, fields)
                 # The device ends a session after 5 s of host silence; keep ours alive.
                 if self._session and time.monotonic() - self._last_tx > self.HEARTBEAT_S:
                     self.command(P.CMD_PING, timeout=1.0, retries=0)
             except LinkError:
                 pass
+
+    def _resume_session(self) -> None:
+        """Open a new session after the module ended ours, and ask again for the stream we had
+        (a reboot forgets it, and so does the end of a session)."""
+        self._push({"type": "link", "t": self.last_device_t, "state": "session_lost",
+                    "reason": "the module ended the session (it rebooted, or did not hear this host for 5 s)"})
+        try:
+            ack = self.command(P.CMD_CONNECT, {"version": P.VERSION, "host": "magcam-host"}, timeout=0.5, retries=2)
+            if self._stream_request is not None:
+                self.command(P.CMD_STREAM, self._stream_request)
+        except CommandRejected as e:
+            if e.code == P.NAK_VERSION:  # new firmware behind the same port, speaking another version
+                theirs = re.search(r"protocol v(\d+)", e.message)
+                self._shut(self._version_advice(int(theirs.group(1)) if theirs else None))
+            return
+        except LinkError:
+            return  # the next beacon tries again
+        finally:
+            self._resuming = False
+        self.sessions_resumed += 1
+        self._push({"type": "link", "t": self.last_device_t, "state": "resumed", "session": ack["value"]})
 
     # ---- receiving --------------------------------------------------------------------
     def _read_loop(self) -> None:
@@ -305,6 +335,11 @@ class Link:
                 if msg["session"]:  # session 0 is the presence beacon of a device nobody talks to
                     self.hello = msg
                     self._push(to_event(msg))
+                elif self._session and not self._resuming and not self.closed:
+                    # Beacons while we hold a session: the module rebooted, or ended it after
+                    # 5 s without hearing us. Win it back (the reader must not wait: a chore).
+                    self._resuming = True
+                    self._chores.append((None, None))
             elif kind == "descriptor":
                 self._on_descriptor(msg)
             elif kind.startswith("frame_"):
@@ -471,6 +506,7 @@ class Link:
             "retries": self.retries,
             "frame_errors": self.frame_errors,
             "events_dropped": self.events_dropped,
+            "sessions_resumed": self.sessions_resumed,
         }
 
 
