@@ -155,7 +155,7 @@ def test_burst_of_three_with_json_lines(sim, tmp_path):
     assert [e["index"] for e in frames] == [0, 1, 2]
     for i, e in enumerate(frames, 1):
         assert re.fullmatch(rf"\d{{8}}-{i:03d}\.dng", Path(e["path"]).name)
-    assert events[-1] == {"type": "done", "requested": 3, "written": 3, "lost": 0, "reconnects": 0,
+    assert events[-1] == {"type": "done", "requested": 3, "written": 3, "lost": 0, "reconnects": 0, "reattaches": 0,
                           "complete": True}
     ids = []
     for e in frames:

@@ -129,3 +129,54 @@ def test_killed_mid_burst_reconnects_and_loses_nothing_silently(tmp_path, descri
     print(f"\nhot-plug over {CYCLES} cycles: {totals}, lost because {r['lost_reasons']}, {r['seconds']} s")
     assert totals["frames"] + totals["lost"] == CYCLES * BURST
     assert totals["reconnects"] >= CYCLES // 2  # most unplugs landed inside a burst
+
+
+def _scenario(tmp_path, lines):
+    path = tmp_path / "scenario.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+def test_a_module_snapped_off_and_on_mid_burst_is_waited_for(tmp_path):
+    """A magnetic detach keeps the USB link but cuts the rail: the module refuses CAPTURE with
+    not_attached. A burst waits for the rail to come back and finishes, every frame bit-exact
+    in order; the wait is counted, and it is not spent from the frame's retries (with one retry,
+    the frame the detach aborts is taken again after the wait)."""
+    from magcam.sim import Simulator
+
+    scenario = _scenario(tmp_path, [{"t": 700, "do": "detach"}, {"t": 1000, "do": "attach"}])
+    with Simulator(scenario=scenario) as sim, magcam.connect(sim.port) as cam:
+        res = cam.capture_burst(40, 640, 480, retries=1)
+    assert res.complete, res.lost
+    assert [f.extra["index"] for f in res.frames] == list(range(40))
+    assert res.reattaches >= 1 and res.reconnects == 0
+
+
+def test_a_module_that_stays_detached_keeps_the_frames_already_taken(tmp_path):
+    """Taken off for good mid-burst: what was taken is returned, the rest is listed as lost
+    (once, after one wait), never an exception that loses the frames in hand."""
+    from magcam.sim import Simulator
+
+    scenario = _scenario(tmp_path, [{"t": 700, "do": "detach"}])
+    with Simulator(scenario=scenario) as sim, magcam.connect(sim.port, reconnect_timeout=1.5) as cam:
+        t0 = time.monotonic()
+        res = cam.capture_burst(40, 640, 480)
+        took = time.monotonic() - t0
+    assert res.frames and res.lost and len(res.frames) + len(res.lost) == 40
+    assert [f.extra["index"] for f in res.frames] == list(range(len(res.frames)))
+    assert "detached (sensor rail off)" in res.lost[0].reason and "within 1.5 s" in res.lost[0].reason
+    assert all(lost.reason.startswith("not taken: the module was detached") for lost in res.lost[1:])
+    assert took < 40 * 0.5, took  # one wait of 1.5 s, not one per frame
+
+
+def test_a_module_detached_before_a_burst_is_refused_at_once(tmp_path):
+    from magcam.link import CommandRejected
+    from magcam.sim import Simulator
+
+    scenario = _scenario(tmp_path, [{"t": 0, "do": "detach"}])
+    with Simulator(scenario=scenario) as sim, magcam.connect(sim.port, reconnect_timeout=5) as cam:
+        cam.link.wait_state("power", lambda e: e["state"] == "off", 3)
+        t0 = time.monotonic()
+        with pytest.raises(CommandRejected, match="not_attached"):
+            cam.capture_burst(3, 64, 48)
+        assert time.monotonic() - t0 < 3.5  # the rail settle wait at most, not the reconnect timeout

@@ -48,6 +48,7 @@ class CaptureResult:
     frames: list[RawFrame] = field(default_factory=list)
     lost: list[LostFrame] = field(default_factory=list)
     reconnects: int = 0
+    reattaches: int = 0  # times the series waited for the module to be snapped back on
 
     @property
     def complete(self) -> bool:
@@ -239,11 +240,9 @@ class Camera:
             if gone is not None:
                 result.lost.append(LostFrame(i, gone))
                 continue
-            frame, reason, came_back = self._persistent_capture(width, height, exposure, analog_gain, retries, result)
+            frame, reason, gone = self._persistent_capture(width, height, exposure, analog_gain, retries, result)
             if frame is None:
                 result.lost.append(LostFrame(i, reason))
-                if not came_back:
-                    gone = f"not taken: the module was unplugged and did not come back within {self.reconnect_timeout:g} s"
                 continue
             frame.extra.update(extra, index=i)
             result.frames.append(frame)
@@ -252,21 +251,58 @@ class Camera:
         return result
 
     def _persistent_capture(self, width, height, exposure, analog_gain, retries, result):
-        """(frame, "", True) or (None, why the last try failed, whether the module is still there)."""
+        """(frame, "", None), or (None, why the last try failed, None), or, when the module is
+        gone for good, (None, why, what to say of the frames left)."""
         reason = ""
-        for _ in range(retries + 1):
+        failures = 0
+        while failures <= retries:
             try:
-                return self.capture_raw(width, height, exposure_us=exposure, analog_gain=analog_gain), "", True
+                return self.capture_raw(width, height, exposure_us=exposure, analog_gain=analog_gain), "", None
             except FrameError as e:
                 reason = e.reason
-            except (LinkClosed, CommandRejected) as e:
-                if isinstance(e, CommandRejected) and e.code != P.NAK_NO_SESSION:
+                failures += 1
+            except CommandRejected as e:
+                started = bool(result.frames or result.lost)
+                if e.code == P.NAK_NOT_ATTACHED and started:
+                    # Snapped off (or the rail cut for a fault) between two frames: hot-swap is
+                    # normal, so wait for the rail as for an unplugged cable. Not a failed try.
+                    if not self._wait_rail():
+                        why = (f"the module was detached (sensor rail off) and its rail was not back on "
+                               f"within {self.reconnect_timeout:g} s")
+                        return None, why, f"not taken: {why}"
+                    result.reattaches += 1
+                elif e.code == P.NAK_BUSY:  # a stream frame in progress: the next slot is free
+                    reason = f"device busy: {e.message}"
+                    failures += 1
+                    time.sleep(0.05)
+                elif e.code == P.NAK_NO_SESSION:
+                    failures += 1
+                    reason = f"link lost: {e}"
+                    if not self._reconnect():
+                        return None, reason + " (module did not come back)", self._gone_unplugged()
+                    result.reconnects += 1
+                elif started:
+                    # Refused mid-series: the frames already taken must not be lost with a raise.
+                    why = f"refused by the module: {e.reason}: {e.message}"
+                    return None, why, f"not taken: {why}"
+                else:
                     raise
+            except LinkClosed as e:
+                failures += 1
                 reason = f"link lost: {e}"  # unplugged, or the module rebooted
                 if not self._reconnect():
-                    return None, reason + " (module did not come back)", False
+                    return None, reason + " (module did not come back)", self._gone_unplugged()
                 result.reconnects += 1
-        return None, reason, True
+        return None, reason, None
+
+    def _gone_unplugged(self) -> str:
+        return f"not taken: the module was unplugged and did not come back within {self.reconnect_timeout:g} s"
+
+    def _wait_rail(self) -> bool:
+        """Wait (up to ``reconnect_timeout``) for the sensor rail to be on again; False if it is
+        not, or if it latched off (a repeated fault: it will not come back by itself)."""
+        ev = self._link.wait_state("power", lambda e: e["state"] in ("on", "latched"), self.reconnect_timeout)
+        return ev is not None and ev["state"] == "on"
 
     def _reconnect(self) -> bool:
         """Find the same module again and open a new session with it; False after the timeout."""

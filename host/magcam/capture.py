@@ -432,6 +432,7 @@ class CaptureRun:
     written: list[Saved] = field(default_factory=list)
     lost: list[Lost] = field(default_factory=list)
     reconnects: int = 0
+    reattaches: int = 0
 
     def __post_init__(self):
         self.out_dir = Path(self.out_dir)
@@ -460,12 +461,12 @@ class CaptureRun:
             result = cam.capture_bracket(plan.evs, plan.width, plan.height, **kw)
         else:
             result = cam.capture_burst(plan.count, plan.width, plan.height, **kw)
-        self.reconnects = result.reconnects
+        self.reconnects, self.reattaches = result.reconnects, result.reattaches
         for lost in sorted(result.lost, key=lambda item: item.index):
             self.lost.append(Lost(lost.index, lost.reason))
             self._emit({"type": "lost", "index": lost.index, "number": lost.index + 1, "reason": lost.reason})
         self._emit({"type": "done", "requested": plan.count, "written": len(self.written), "lost": len(self.lost),
-                    "reconnects": self.reconnects, "complete": self.complete})
+                    "reconnects": self.reconnects, "reattaches": self.reattaches, "complete": self.complete})
         return self
 
     def _on_frame(self, index: int, frame: RawFrame) -> None:
@@ -543,6 +544,7 @@ class CaptureProgress:
             self._line(f"lost {event['number']}/{self._count}: {event['reason']}", style="red")
         elif kind == "done":
             again = f", reconnected {event['reconnects']}x" if event.get("reconnects") else ""
+            again += f", waited for {event['reattaches']} re-attach(es)" if event.get("reattaches") else ""
             self._line(f"done: {event['written']} of {event['requested']} frame(s) written, {event['lost']} lost{again}",
                        style="green" if event["complete"] else "red")
 
