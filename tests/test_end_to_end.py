@@ -298,3 +298,34 @@ def test_monitor_exits_with_an_error_when_the_device_goes_away():
     last = json.loads(out.splitlines()[-1])  # with --json the error is an event scripts can read
     assert mon.returncode == 1 and last["type"] == "error" and "link closed" in last["message"]
     assert "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def shared_sim():
+    with Simulator() as s:
+        yield s
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda cam: cam.start_stream(64, 48, fps=float("nan")), r"fps must be 0\.1\.\.60 frames per second, not nan"),
+    (lambda cam: cam.start_stream(64, 48, fps=float("inf")), r"fps must be 0\.1\.\.60"),
+    (lambda cam: cam.start_stream(64, 48, fps=0), r"not 0 \(stop_stream\(\) stops\)"),
+    (lambda cam: cam.start_stream(64, 48, fps=61), r"not 61"),
+    (lambda cam: cam.start_stream(63, 48), r"width and height must be even: 63x48"),
+    (lambda cam: cam.capture_raw(-5, 48), r"size out of range: -5x48 \(each side even and 16\.\.16384 px"),
+    (lambda cam: cam.capture_raw(100000, 100000), r"size out of range: 100000x100000"),
+    (lambda cam: cam.capture_raw(64, 48.5), r"height must be a whole number of pixels, not 48\.5"),
+    (lambda cam: cam.capture_raw(64, 48, exposure_us=float("nan")), r"exposure_us must be a finite number, not nan"),
+    (lambda cam: cam.capture_raw(64, 48, exposure_us=-1), r"exposure_us -1 is out of range \(1\.\.60000000\)"),
+    (lambda cam: cam.capture_raw(64, 48, analog_gain=float("inf")), r"analog_gain must be a finite number"),
+    (lambda cam: cam.capture_raw(64, 48, analog_gain=0), r"analog_gain 0 is out of range"),
+    (lambda cam: cam.capture_burst(2, 64, 48, exposure_us=float("nan")), r"exposure_us must be a finite number"),
+])
+def test_bad_capture_and_stream_arguments_are_value_errors_before_anything_is_sent(shared_sim, call, message):
+    """They used to be struct errors ("ushort format requires ...") or device NAKs."""
+    with magcam.connect(shared_sim.port) as cam:
+        sent = cam.link.frames_out
+        with pytest.raises(ValueError, match=message):
+            call(cam)
+        assert cam.link.frames_out == sent
+        assert cam.capture_raw(64, 48).width == 64  # and the camera is still fine

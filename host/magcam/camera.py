@@ -15,6 +15,8 @@ Usage::
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 import struct
 import time
@@ -53,6 +55,27 @@ class CaptureResult:
     @property
     def complete(self) -> bool:
         return not self.lost
+
+
+def _frame_request(width, height, exposure_us, analog_gain) -> dict:
+    """A CAPTURE/STREAM request's common fields, checked on the host with the caps the device
+    uses (protocol.check_capture): a clear ValueError here rather than a struct error or a NAK."""
+    for name, v in (("width", width), ("height", height)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise ValueError(f"{name} must be a whole number of pixels, not {v!r}")
+    for name, v in (("exposure_us", exposure_us), ("analog_gain", analog_gain)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            raise ValueError(f"{name} must be a finite number, not {v!r}")
+    exposure = round(exposure_us)
+    why = P.check_capture(int(width), int(height), exposure, float(analog_gain))
+    if why is not None:
+        if why.startswith("exposure"):
+            raise ValueError(f"exposure_us {exposure_us} is out of range (1..60000000)")
+        if why.startswith("gain"):
+            raise ValueError(f"analog_gain {analog_gain} is out of range (above 0, at most 64)")
+        raise ValueError(f"{why}: {width}x{height} (each side even and 16..{P.MAX_FRAME_DIM} px, "
+                         f"at most {P.MAX_FRAME_BYTES >> 20} MiB at 16 bits a pixel)")
+    return {"width": int(width), "height": int(height), "exposure_us": exposure, "analog_gain": float(analog_gain)}
 
 
 class Camera:
@@ -154,9 +177,9 @@ class Camera:
         """Capture one RAW frame; raises FrameError if it arrives damaged or is aborted."""
         w, h = (width or DEFAULT_SIZE[0]), (height or DEFAULT_SIZE[1])
         # Right after connect or re-attach the rail is still coming up: give it a moment.
+        request = _frame_request(w, h, exposure_us, analog_gain)
         self._link.wait_state("power", lambda e: e["state"] not in _RAIL_COMING_UP, RAIL_SETTLE_S)
-        ack = self._link.command(P.CMD_CAPTURE, {"width": w, "height": h, "exposure_us": int(exposure_us),
-                                                  "analog_gain": float(analog_gain)}, timeout=1.0)
+        ack = self._link.command(P.CMD_CAPTURE, request, timeout=1.0)
         # The exposure starts as the device accepts the command: what we knew then is what a
         # sidecar should say about the module at exposure (the frame itself arrives later).
         state_at_exposure = dict(self._link.state)
@@ -205,9 +228,13 @@ class Camera:
 
     def start_stream(self, width: int, height: int, *, fps: float = 10.0, exposure_us: int = 10000,
                      analog_gain: float = 1.0) -> None:
-        """Live frames at up to ``fps`` (the module may derate when hot); read with next_frame()."""
-        self._link.command(P.CMD_STREAM, {"width": width, "height": height, "exposure_us": int(exposure_us),
-                                          "analog_gain": float(analog_gain), "fps_x10": round(fps * 10)})
+        """Live frames at up to ``fps`` (0.1..60; the module may derate when hot); read with
+        next_frame(). Out-of-range arguments raise ValueError before anything is sent."""
+        request = _frame_request(width, height, exposure_us, analog_gain)
+        if (isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps)
+                or not 1 <= round(fps * 10) <= 600):
+            raise ValueError(f"fps must be 0.1..60 frames per second, not {fps!r} (stop_stream() stops)")
+        self._link.command(P.CMD_STREAM, dict(request, fps_x10=round(fps * 10)))
 
     def stop_stream(self) -> None:
         self._link.command(P.CMD_STREAM, {"width": 16, "height": 16, "exposure_us": 1, "analog_gain": 1.0,
