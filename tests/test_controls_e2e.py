@@ -101,6 +101,10 @@ def test_faults_cut_the_rail_in_the_same_tick(tmp_path, stimulus, cause):
     assert fault["cause"] == cause
     cut = [e for e in of(events, "power") if e["t"] == fault["t"]]
     assert cut and cut[0]["state"] == "fault"
+    # The switch is open from that tick on: no current is reported through it (the reading
+    # that tripped is the fault's value), and none in any later event while it stays open.
+    assert cut[0]["ma"] == 0, cut[0]
+    assert all(e["ma"] == 0 for e in of(events, "power") if e["state"] not in ("on", "soft_start"))
 
 
 def test_repeated_faults_latch_the_rail_off(tmp_path):

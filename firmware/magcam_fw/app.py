@@ -23,7 +23,7 @@ from magcam_fw.compat import asyncio, const, sleep_ms, ticks_add, ticks_diff, ti
 from magcam_fw.faultlog import FaultLog
 from magcam_fw.focus import Focus
 from magcam_fw.link import Link
-from magcam_fw.power import PowerRail, ON
+from magcam_fw.power import PowerRail, ON, SOFT_START
 from magcam_fw.thermal import Thermal, SUSPENDED
 
 _TICK_MS = const(10)
@@ -105,7 +105,10 @@ class App:
 
     def _power_event(self, now):
         self._next_power = ticks_add(now, _POWER_EVERY_MS)
-        self._event(P.EV_POWER, (now, self.rail.state, self._mv, self._ma, self.rail.budget_mw))
+        # Only a closed switch carries current. In the tick that opens it the reading is still
+        # the one from before the cut (EV_FAULT reports it): 0, as the wire promises.
+        ma = self._ma if self.rail.state == ON or self.rail.state == SOFT_START else 0
+        self._event(P.EV_POWER, (now, self.rail.state, self._mv, ma, self.rail.budget_mw))
 
     def _snapshot(self):
         """Everything a host that just (re)joined needs to know, including why things are odd."""
