@@ -439,12 +439,38 @@ def test_cli_usage_errors(dng, tmp_path):
     r = run_cli(dng, dng, "-o", tmp_path / "x.jpg")
     assert r.exit_code == 2
     r = run_cli(dng, "-o", tmp_path / "x.jpg", "--chroma-denoise", "1.5")  # past 1 it would overshoot
-    assert r.exit_code == 2 and "chroma_denoise must be between 0 and 1" in r.output
+    assert r.exit_code == 2 and "chroma_denoise must be a number from 0 to 1" in r.output
     for out in (tmp_path / "x.jpg", tmp_path / "dir"):  # known before any file is developed
         r = run_cli(dng, "-o", out, "--bits", "16", *(("--format", "jpeg") if out.suffix == "" else ()))
         assert r.exit_code == 2 and "JPEG holds 8 bits" in r.output
     assert os.listdir(tmp_path) == []
 
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"bogus": 1}, r"unexpected keyword argument 'bogus'; options: preset, demosaic"),
+    ({"denoise": "x"}, r"denoise must be a number from 0 to 10, got 'x'"),
+    ({"sharpen_radius": "a"}, r"sharpen_radius must be a number from 0\.3 to 5, got 'a'"),
+    ({"sharpen_radius": float("nan")}, r"sharpen_radius must be a number"),
+    ({"bits": "8"}, r"bits must be 8 or 16, got '8'"),
+    ({"jobs": True}, r"jobs must be a positive integer, got True"),
+    ({"quality": "x"}, r"JPEG quality must be a whole number 1\.\.100, got 'x'"),
+    ({"quality": float("nan")}, r"JPEG quality must be a whole number"),
+    ({"defects": "maybe"}, r"defects must be True or False"),
+    ({"lens_shading": "x"}, r"lens shading grids must be numbers"),
+    ({"lens_shading": np.zeros((4, 3, 3))}, r"lens shading gains must be finite and above 0"),
+    ({"known_defects": "x"}, r"known_defects must be \(row, column\) pairs"),
+    ({"known_defects": [(1.5, 2)]}, r"known_defects must be \(row, column\) pairs"),
+    ({"known_defects": [(5, 5), (99999, 3)]}, r"known_defects: pixel \(99999, 3\) is outside the 768x512 frame"),
+])
+def test_bad_library_options_are_pipeline_errors_naming_the_option(dng, options, message):
+    """Every bad option is one error type (PipelineError, a ValueError) with the option's name;
+    it used to be TypeError, a bare ValueError from float() or int(), or nothing at all."""
+    with pytest.raises(PipelineError, match=message):
+        process.process_to_array(dng, **options)
+    with pytest.raises(PipelineError, match=message):
+        process.process_frame(dng, process.Options(), **options) if "bogus" in options else \
+            process.process_frame(dng, options)
 
 
 def test_cli_refuses_a_batch_whose_outputs_would_collide(dng, tmp_path):

@@ -46,6 +46,7 @@ analysed. ``tools/bench/stages.py`` prints where the time goes.
 from __future__ import annotations
 
 import inspect
+import numbers
 import os
 import threading
 import time
@@ -154,24 +155,33 @@ class Options:
         else:
             opts.wb = tuple(whitebalance.check_neutral(opts.wb) * 1.0)
         # chroma_denoise is the share of the colour noise taken away: past 1 it would overshoot
-        for k, top in (("denoise", 10), ("chroma_denoise", 1), ("sharpen", 10)):
-            v = float(getattr(opts, k))
-            if not (np.isfinite(v) and 0 <= v <= top):
-                raise PipelineError(f"{k} must be between 0 and {top}, got {v}")
-            setattr(opts, k, v)
-        if not 0.3 <= opts.sharpen_radius <= 5:
-            raise PipelineError(f"sharpen_radius must be 0.3..5, got {opts.sharpen_radius}")
-        if opts.bits not in (None, 8, 16):
-            raise PipelineError(f"bits must be 8 or 16, got {opts.bits}")
-        if opts.jobs is not None and not (isinstance(opts.jobs, int) and opts.jobs >= 1):
+        for k, low, top in (("denoise", 0, 10), ("chroma_denoise", 0, 1), ("sharpen", 0, 10),
+                            ("sharpen_radius", 0.3, 5)):
+            v = getattr(opts, k)
+            if not (_is_number(v) and np.isfinite(v) and low <= v <= top):
+                raise PipelineError(f"{k} must be a number from {low} to {top}, got {v!r}")
+            setattr(opts, k, float(v))
+        if opts.defects not in (None, True, False):
+            raise PipelineError(f"defects must be True or False, got {opts.defects!r}")
+        if opts.bits is not None and not (_is_whole(opts.bits) and opts.bits in (8, 16)):
+            raise PipelineError(f"bits must be 8 or 16, got {opts.bits!r}")
+        if opts.jobs is not None and not (_is_whole(opts.jobs) and opts.jobs >= 1):
             raise PipelineError(f"jobs must be a positive integer, got {opts.jobs!r}")
-        if not (isinstance(opts.tile, int) and (opts.tile == 0 or opts.tile >= 16)):
+        if not (_is_whole(opts.tile) and (opts.tile == 0 or opts.tile >= 16)):
             raise PipelineError(f"tile must be 0 (whole frame) or at least 16 px, got {opts.tile!r}")
         if opts.format is not None and opts.format not in FORMATS:
             raise PipelineError(f"format must be one of {', '.join(FORMATS)}, got {opts.format!r}")
-        if not 1 <= int(opts.quality) <= 100:
-            raise PipelineError(f"JPEG quality must be 1..100, got {opts.quality}")
+        if not (_is_whole(opts.quality) and 1 <= opts.quality <= 100):
+            raise PipelineError(f"JPEG quality must be a whole number 1..100, got {opts.quality!r}")
         return opts
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _is_whole(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 def parse_wb(text: str):
@@ -252,7 +262,7 @@ def make_plan(raw: RawImage, opts: Options, *, warm: bool = True) -> Plan:
         gain_map = GainMap.from_grids(opts.lens_shading)
     known = raw.defects
     if opts.known_defects is not None:
-        extra = np.asarray(opts.known_defects, dtype=np.int64).reshape(-1, 2)
+        extra = _defect_list(opts.known_defects, raw.height, raw.width)
         known = extra if known is None else np.concatenate([known, extra])
 
     black = black_stage.check_levels(raw.black, raw.white)
@@ -316,6 +326,24 @@ def make_plan(raw: RawImage, opts: Options, *, warm: bool = True) -> Plan:
     plan.k = _kernel_args(plan, black, noise_ab)
     plan.frame_data = np.ascontiguousarray(raw.frame.data, dtype=np.uint16)
     return plan
+
+
+def _defect_list(pairs, height: int, width: int) -> np.ndarray:
+    """``known_defects`` as an (n, 2) array of (row, column) inside the frame, or a clear error."""
+    try:
+        a = np.asarray(pairs)
+        ok = a.size == 0 or (a.dtype.kind in "iu" and a.shape[-1] == 2)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise PipelineError("known_defects must be (row, column) pairs of whole numbers, "
+                            f"got {str(pairs)[:60]!r}")
+    a = a.astype(np.int64).reshape(-1, 2)
+    outside = (a[:, 0] < 0) | (a[:, 0] >= height) | (a[:, 1] < 0) | (a[:, 1] >= width)
+    if outside.any():
+        r, c = a[np.argmax(outside)]
+        raise PipelineError(f"known_defects: pixel ({r}, {c}) is outside the {width}x{height} frame")
+    return a
 
 
 def _kernel_args(plan: Plan, black: np.ndarray, noise_ab) -> dict:
@@ -674,15 +702,17 @@ def _as_raw(raw, descriptor) -> RawImage:
 
 
 def _options(options, overrides) -> Options:
-    if options is None:
-        options = Options()
-    elif isinstance(options, dict):
-        options = Options(**options)
-    if overrides:
-        try:
+    try:
+        if options is None:
+            options = Options()
+        elif isinstance(options, dict):
+            options = Options(**options)
+        elif not isinstance(options, Options):
+            raise PipelineError(f"options must be an Options or a dict, got {type(options).__name__}")
+        if overrides:
             options = replace(options, **overrides)
-        except TypeError as e:
-            raise PipelineError(str(e)) from None
+    except TypeError as e:  # an option that does not exist
+        raise PipelineError(f"{e}; options: {', '.join(f.name for f in fields(Options))}") from None
     return options
 
 
@@ -711,7 +741,7 @@ def _warm_up_early(opts: Options) -> None:
 
 def process_to_array(path, **options) -> np.ndarray:
     """``process_frame(read(path), Options(**options))``."""
-    opts = Options(**options)
+    opts = _options(options, None)
     _warm_up_early(opts)
     return process_frame(read(path), opts)
 

@@ -64,11 +64,16 @@ class GainMap:
     def from_grids(cls, grids) -> "GainMap":
         """``grids``: (2, 2, gh, gw) or (4, gh, gw): one gain grid per CFA site in cell order,
         each spanning the whole frame."""
-        g = np.asarray(grids, dtype=np.float64)
+        try:
+            g = np.asarray(grids, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise PipelineError(f"lens shading grids must be numbers, got {str(grids)[:60]!r}") from None
         if g.ndim == 3 and g.shape[0] == 4:
             g = g.reshape(2, 2, *g.shape[1:])
         if g.ndim != 4 or g.shape[:2] != (2, 2):
             raise PipelineError(f"lens shading grids must have shape (4, gh, gw) or (2, 2, gh, gw), got {g.shape}")
+        if not (np.isfinite(g).all() and (g > 0).all()):
+            raise PipelineError("lens shading gains must be finite and above 0")
         return cls([SiteMap(dy, dx, g[dy, dx]) for dy in range(2) for dx in range(2)])
 
     @classmethod
