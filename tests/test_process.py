@@ -511,6 +511,28 @@ def test_cli_in_a_real_process_has_no_traceback(bad_files, tmp_path):
     assert r.stderr.count("error: ") == 3  # two files and the summary
 
 
+def test_libraw_s_own_complaint_is_folded_into_one_error_line(tmp_path):
+    """LibRaw prints "NAME: Unexpected end of file" on stderr itself: that went out beside our
+    "truncated or corrupt RAW file (Input/output error)". Now only our line, with its words."""
+    cut = tmp_path / "cut.kdc"
+    cut.write_bytes(KDC.read_bytes()[:20000])
+    r = subprocess.run([sys.executable, "-m", "magcam.cli", "process", str(cut), "-o", str(tmp_path / "o.jpg")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    lines = r.stderr.splitlines()
+    assert f"error: {cut}: truncated or corrupt RAW file (LibRaw: Unexpected end of file)" in lines, r.stderr
+    assert all(line.startswith("error: ") for line in lines), r.stderr
+    assert not (tmp_path / "o.jpg").exists()
+
+
+def test_libraw_watch_passes_other_stderr_output_on(capfd):
+    with rawio._libraw_messages("/x/a.kdc") as said:
+        os.write(2, b"/x/a.kdc: Corrupt data near 0x1234\n")
+        os.write(2, b"another thread's warning\n")
+    assert said == ["Corrupt data near 0x1234"]
+    assert capfd.readouterr().err == "another thread's warning\n"
+
+
 # --- memory ------------------------------------------------------------------------------------
 
 

@@ -27,6 +27,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
+import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -485,7 +488,53 @@ def _short(e: Exception) -> str:
 # ---- camera RAWs through rawpy (LibRaw) -----------------------------------------------------
 
 
+_LIBRAW_LOCK = threading.Lock()  # fd 2 is the process's: one LibRaw read watches it at a time
+
+
+@contextlib.contextmanager
+def _libraw_messages(name: str):
+    """Collect what LibRaw prints on stderr ("NAME: Unexpected end of file", "NAME: Corrupt
+    data near 0x..."): a C library's words next to ours would say the same thing twice, and a
+    data error it survives would go unnoticed. Yields the list its messages end up in; anything
+    else written to stderr meanwhile (another thread) is passed on afterwards."""
+    said: list[str] = []
+    with _LIBRAW_LOCK, tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield said
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            others = []
+            for line in sink.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if line.startswith(name + ": "):
+                    said.append(line[len(name) + 2:].strip())
+                else:
+                    others.append(line)
+            if others:
+                sys.stderr.write("".join(others))
+
+
 def _read_rawpy(path: Path, size: int, tiff: bool = False) -> RawImage:
+    name = str(path)
+    failed = None
+    with _libraw_messages(name) as said:  # its messages are in ``said`` once the block is left
+        try:
+            image = _read_rawpy_unguarded(path, tiff)
+        except PipelineError as e:
+            failed = e
+    if failed is not None and not (said and "truncated or corrupt" in str(failed)):
+        raise failed
+    if said:  # with no error: LibRaw filled in what it could not read, not an image to develop
+        raise PipelineError(f"{name}: truncated or corrupt RAW file (LibRaw: {'; '.join(said)[:200]})")
+    return image
+
+
+def _read_rawpy_unguarded(path: Path, tiff: bool) -> RawImage:
     import rawpy
 
     name = str(path)
