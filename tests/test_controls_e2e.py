@@ -253,3 +253,18 @@ def test_a_session_ended_for_host_silence_is_won_back_without_the_stream_coming_
             assert resumed is not None and resumed["session"] == cam.hello["session"] != session
             assert _wait_event(cam, lambda e: e["type"] == "frame" and e.get("ok"), 5) is not None
             cam.stop_stream()
+
+
+def test_periodic_events_count_their_period_from_the_snapshot():
+    """A second host's snapshot is followed by thermal and power events a full period later, not
+    by one left over from the previous host's timer (a thermal one came 0.77 s later)."""
+    with Simulator() as sim:
+        for _ in range(2):
+            with magcam.connect(sim.port) as cam:
+                events = list(cam.events(duration=1.3))
+            for kind, period in (("thermal", 1000), ("power", 500)):
+                seen = [e for e in events if e["type"] == kind]
+                assert len(seen) >= 2, (kind, seen)
+                # Periodic ones only: a state change (the rail coming up) is sent when it happens.
+                gaps = [b["t"] - a["t"] for a, b in zip(seen, seen[1:]) if a["state"] == b["state"]]
+                assert gaps and all(gap >= period - 15 for gap in gaps), (kind, [e["t"] for e in seen])

@@ -119,6 +119,7 @@ class App:
             self.link.send(P.EV_LOG, (t, P.LOG_WARNING), "fault log: " + self.faultlog.reason)
         self._event(P.EV_ATTACH, (t, self.attach.state, self.attach.session))
         self._power_event(t)
+        self._next_thermal = ticks_add(t, _THERMAL_EVERY_MS)  # the periodic one counts from here, as power's does
         self._event(P.EV_THERMAL, (t, self._mc, self.thermal.state, self._stream_fps()))
         self._event(P.EV_ENCODER, (t, self.encoder.value(), self.focus.position, self.focus.velocity, self.focus.flags))
 
