@@ -329,20 +329,21 @@ def make_plan(raw: RawImage, opts: Options, *, warm: bool = True) -> Plan:
 
 
 def _defect_list(pairs, height: int, width: int) -> np.ndarray:
-    """``known_defects`` as an (n, 2) array of (row, column) inside the frame, or a clear error."""
+    """``known_defects`` as an (n, 2) array of (x, y) inside the frame (the convention of
+    defects.correct and the descriptor's ``sensor.defects``), or a clear error."""
     try:
         a = np.asarray(pairs)
         ok = a.size == 0 or (a.dtype.kind in "iu" and a.shape[-1] == 2)
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise PipelineError("known_defects must be (row, column) pairs of whole numbers, "
+        raise PipelineError("known_defects must be (x, y) pairs of whole numbers, "
                             f"got {str(pairs)[:60]!r}")
     a = a.astype(np.int64).reshape(-1, 2)
-    outside = (a[:, 0] < 0) | (a[:, 0] >= height) | (a[:, 1] < 0) | (a[:, 1] >= width)
+    outside = (a[:, 0] < 0) | (a[:, 0] >= width) | (a[:, 1] < 0) | (a[:, 1] >= height)
     if outside.any():
-        r, c = a[np.argmax(outside)]
-        raise PipelineError(f"known_defects: pixel ({r}, {c}) is outside the {width}x{height} frame")
+        x, y = a[np.argmax(outside)]
+        raise PipelineError(f"known_defects: pixel ({x}, {y}) is outside the {width}x{height} frame")
     return a
 
 
