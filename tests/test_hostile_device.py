@@ -345,6 +345,37 @@ def test_device_that_stops_reading_closes_the_link_instead_of_blocking_writes():
         dev.close()
 
 
+def test_a_module_that_refuses_not_attached_with_its_rail_on_ends_a_burst_instead_of_looping():
+    """A series waits for the rail when a module says not_attached (snapped off). One that says
+    so while reporting its rail on would have been waited for at once, over and over, forever."""
+    def capture(dev, seq, msg):
+        if dev.frame_id:  # the first frame is fine, then it refuses with the rail on
+            dev.send(P.NAK, (seq, P.NAK_NOT_ATTACHED), "sensor rail is off (module detached or faulted)")
+            return
+        dev.frame_id += 1
+        dev.ack(seq, dev.frame_id)
+        data = bytes(msg["width"] * msg["height"] * 2)
+        dev.begin(dev.frame_id, msg["width"], msg["height"])
+        dev.send(P.FRAME_CHUNK, (dev.frame_id, 0), data)
+        dev.send(P.FRAME_END, (dev.frame_id, len(data), P.crc32(data), 0))
+
+    dev = _device(on={P.CMD_CAPTURE: capture})
+    outcome = {}
+    try:
+        with magcam.connect(dev.port, connect_timeout=3) as cam:
+            worker = threading.Thread(target=lambda: outcome.update(r=cam.capture_burst(3, 64, 48, retries=1)),
+                                      daemon=True)
+            worker.start()
+            worker.join(10)
+            assert not worker.is_alive(), "the burst is still waiting for a rail that says it is on"
+    finally:
+        dev.close()
+    res = outcome["r"]
+    assert len(res.frames) == 1 and [lost.index for lost in res.lost] == [1, 2]
+    assert "refused while its rail is on" in res.lost[0].reason, res.lost[0].reason
+    assert res.reattaches == 0
+
+
 def test_device_that_never_reports_power_delays_capture_by_the_rail_settle_time():
     """capture_raw first waits (up to camera.RAIL_SETTLE_S = 3 s) for the rail to be up: a device
     that never sends EV_POWER costs that on top of ``timeout``. Pinned here as the real bound."""

@@ -292,7 +292,14 @@ class Camera:
                 started = bool(result.frames or result.lost)
                 if e.code == P.NAK_NOT_ATTACHED and started:
                     # Snapped off (or the rail cut for a fault) between two frames: hot-swap is
-                    # normal, so wait for the rail as for an unplugged cable. Not a failed try.
+                    # normal, so wait for the rail as for an unplugged cable. Not a failed try,
+                    # unless the rail already said "on" (a module that refuses anyway).
+                    power = self._link.state.get("power") or {}
+                    if power.get("state") == "on":
+                        failures += 1
+                        reason = f"refused while its rail is on: {e.message}"
+                        time.sleep(0.05)
+                        continue
                     if not self._wait_rail():
                         why = (f"the module was detached (sensor rail off) and its rail was not back on "
                                f"within {self.reconnect_timeout:g} s")
