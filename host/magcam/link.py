@@ -233,8 +233,7 @@ class Link:
                 break
             except CommandRejected as e:
                 if e.code == P.NAK_VERSION:
-                    theirs = re.search(r"protocol v(\d+)", e.message)
-                    raise LinkError(self._version_advice(int(theirs.group(1)) if theirs else None)) from None
+                    raise LinkError(self._refused_version_advice(e)) from None
                 raise
             except CommandTimeout:
                 if self._dec.foreign_version:
@@ -256,6 +255,11 @@ class Link:
             raise LinkError(self._version_advice(self.hello["version"], self.hello.get("firmware", "unknown")))
         self._session = True
         return self.hello
+
+    def _refused_version_advice(self, nak: CommandRejected) -> str:
+        """The advice for a CONNECT refused with NAK version ("device speaks protocol vN")."""
+        theirs = re.search(r"protocol v(\d+)", nak.message)
+        return self._version_advice(int(theirs.group(1)) if theirs else None)
 
     def _version_advice(self, device_version: int | None = None, firmware: str = "unknown") -> str:
         """What to run so host and module speak the same protocol (the exact command line)."""
@@ -291,8 +295,7 @@ class Link:
                 self.command(P.CMD_STREAM, self._stream_request)
         except CommandRejected as e:
             if e.code == P.NAK_VERSION:  # new firmware behind the same port, speaking another version
-                theirs = re.search(r"protocol v(\d+)", e.message)
-                self._shut(self._version_advice(int(theirs.group(1)) if theirs else None))
+                self._shut(self._refused_version_advice(e))
             return
         except LinkError:
             return  # the next beacon tries again
