@@ -526,6 +526,28 @@ def test_libraw_s_own_complaint_is_folded_into_one_error_line(tmp_path):
     assert not (tmp_path / "o.jpg").exists()
 
 
+@pytest.mark.parametrize("says, refused", [("Corrupt data near 0x1f00", True), ("Unexpected end of file", True),
+                                           ("some remark", False)])
+def test_a_data_error_libraw_survives_is_still_refused(monkeypatch, capfd, tmp_path, says, refused):
+    """LibRaw's data-error handler prints and carries on with zeros: such an image is not one
+    to develop. Its other remarks are passed on as it would have printed them."""
+    name = str(tmp_path / "a.kdc")
+    image = object()
+
+    def libraw_decoding(path, tiff):  # what LibRaw does on such a file: print, then return
+        os.write(2, f"{path}: {says}\n".encode())
+        return image
+
+    monkeypatch.setattr(rawio, "_read_rawpy_unguarded", libraw_decoding)
+    if refused:
+        with pytest.raises(PipelineError, match=f"truncated or corrupt RAW file \\(LibRaw: {says}\\)"):
+            rawio._read_rawpy(name, 0)
+        assert capfd.readouterr().err == ""
+    else:
+        assert rawio._read_rawpy(name, 0) is image
+        assert capfd.readouterr().err == f"{name}: {says}\n"
+
+
 def test_libraw_watch_passes_other_stderr_output_on(capfd):
     with rawio._libraw_messages("/x/a.kdc") as said:
         os.write(2, b"/x/a.kdc: Corrupt data near 0x1234\n")

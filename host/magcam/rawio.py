@@ -529,9 +529,16 @@ def _read_rawpy(path: Path, size: int, tiff: bool = False) -> RawImage:
             failed = e
     if failed is not None and not (said and "truncated or corrupt" in str(failed)):
         raise failed
-    if said:  # with no error: LibRaw filled in what it could not read, not an image to develop
+    if any(m.startswith(_LIBRAW_DATA_ERRORS) for m in said):
+        # No error raised, but LibRaw filled in what it could not read: not an image to develop.
         raise PipelineError(f"{name}: truncated or corrupt RAW file (LibRaw: {'; '.join(said)[:200]})")
+    for m in said:  # anything else it says is only a remark: pass it on, as LibRaw would have
+        sys.stderr.write(f"{name}: {m}\n")
     return image
+
+
+# What LibRaw's data-error callback prints (its default handler): a short read or bad data.
+_LIBRAW_DATA_ERRORS = ("Unexpected end of file", "Corrupt data")
 
 
 def _read_rawpy_unguarded(path: Path, tiff: bool) -> RawImage:
