@@ -548,6 +548,19 @@ def test_a_data_error_libraw_survives_is_still_refused(monkeypatch, capfd, tmp_p
         assert capfd.readouterr().err == f"{name}: {says}\n"
 
 
+def test_a_remark_libraw_makes_beside_a_failure_is_passed_on_and_the_failure_raised(monkeypatch, capfd, tmp_path):
+    name = str(tmp_path / "a.kdc")
+
+    def libraw_failing(path, tiff):
+        os.write(2, f"{path}: some remark\n".encode())
+        raise PipelineError(f"{path}: truncated or corrupt RAW file (Input/output error)")
+
+    monkeypatch.setattr(rawio, "_read_rawpy_unguarded", libraw_failing)
+    with pytest.raises(PipelineError, match=r"\(Input/output error\)"):  # was an UnboundLocalError
+        rawio._read_rawpy(name, 0)
+    assert capfd.readouterr().err == f"{name}: some remark\n"
+
+
 def test_libraw_watch_passes_other_stderr_output_on(capfd):
     with rawio._libraw_messages("/x/a.kdc") as said:
         os.write(2, b"/x/a.kdc: Corrupt data near 0x1234\n")

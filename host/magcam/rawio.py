@@ -489,6 +489,8 @@ def _short(e: Exception) -> str:
 
 
 _LIBRAW_LOCK = threading.Lock()  # fd 2 is the process's: one LibRaw read watches it at a time
+# What LibRaw's data-error callback prints (its default handler): a short read or bad data.
+_LIBRAW_DATA_ERRORS = ("Unexpected end of file", "Corrupt data")
 
 
 @contextlib.contextmanager
@@ -527,18 +529,16 @@ def _read_rawpy(path: Path, size: int, tiff: bool = False) -> RawImage:
             image = _read_rawpy_unguarded(path, tiff)
         except PipelineError as e:
             failed = e
-    if failed is not None and not (said and "truncated or corrupt" in str(failed)):
-        raise failed
-    if any(m.startswith(_LIBRAW_DATA_ERRORS) for m in said):
-        # No error raised, but LibRaw filled in what it could not read: not an image to develop.
-        raise PipelineError(f"{name}: truncated or corrupt RAW file (LibRaw: {'; '.join(said)[:200]})")
-    for m in said:  # anything else it says is only a remark: pass it on, as LibRaw would have
+    data_errors = [m for m in said if m.startswith(_LIBRAW_DATA_ERRORS)]
+    # Its data errors say why a file is truncated or corrupt; with no error raised, LibRaw filled
+    # in what it could not read, and that is no image to develop either.
+    if data_errors and (failed is None or "truncated or corrupt" in str(failed)):
+        raise PipelineError(f"{name}: truncated or corrupt RAW file (LibRaw: {'; '.join(data_errors)[:200]})")
+    for m in said:  # anything else it says: pass it on, as LibRaw would have printed it
         sys.stderr.write(f"{name}: {m}\n")
+    if failed is not None:
+        raise failed
     return image
-
-
-# What LibRaw's data-error callback prints (its default handler): a short read or bad data.
-_LIBRAW_DATA_ERRORS = ("Unexpected end of file", "Corrupt data")
 
 
 def _read_rawpy_unguarded(path: Path, tiff: bool) -> RawImage:
