@@ -461,6 +461,7 @@ def test_cli_usage_errors(dng, tmp_path):
     ({"lens_shading": np.zeros((4, 3, 3))}, r"lens shading gains must be finite and above 0"),
     ({"known_defects": "x"}, r"known_defects must be \(x, y\) pairs"),
     ({"known_defects": [(1.5, 2)]}, r"known_defects must be \(x, y\) pairs"),
+    ({"known_defects": 5}, r"known_defects must be \(x, y\) pairs"),
     ({"known_defects": [(5, 5), (99999, 3)]}, r"known_defects: pixel \(99999, 3\) is outside the 768x512 frame"),
     ({"known_defects": [(767, 511), (600, 512)]}, r"known_defects: pixel \(600, 512\) is outside the 768x512 frame"),
 ])

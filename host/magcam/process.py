@@ -333,7 +333,7 @@ def _defect_list(pairs, height: int, width: int) -> np.ndarray:
     defects.correct and the descriptor's ``sensor.defects``), or a clear error."""
     try:
         a = np.asarray(pairs)
-        ok = a.size == 0 or (a.dtype.kind in "iu" and a.shape[-1] == 2)
+        ok = a.size == 0 or (a.dtype.kind in "iu" and a.ndim >= 1 and a.shape[-1] == 2)
     except (TypeError, ValueError):
         ok = False
     if not ok:
