@@ -32,11 +32,51 @@ def _fps(ctx, param, value):
     return value
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (``kill``, ``timeout``, a service stop, a closed terminal), raised where
+    Ctrl-C raises KeyboardInterrupt: every command's interrupt path (partial files removed,
+    "interrupted" said) runs for them too, where the default action killed the process on the
+    spot and left staged files behind."""
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt():
+    """While a command runs, SIGTERM / SIGHUP raise :class:`Terminated`; a command that then
+    exits non-zero exits 128 + the signal's number, as a shell reports a process it stopped."""
+    got: list[int] = []
+
+    def stop(signum, frame):
+        if not got:  # a second signal must not break the clean-up the first one started
+            got.append(signum)
+            raise Terminated(signum)
+
+    old = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            old[sig] = signal.signal(sig, stop)
+        except ValueError:  # not the main thread (a test runner's worker): leave the defaults
+            break
+    try:
+        yield
+    except SystemExit as e:
+        if got and e.code not in (0, None):
+            raise SystemExit(128 + got[0]) from None
+        raise
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
 class _Group(click.Group):
     """Click's group, but with ``--json`` a usage error (a bad option value, a missing
-    argument) is also the ``error`` JSON line scripts read on stdout, still with exit code 2."""
+    argument) is also the ``error`` JSON line scripts read on stdout, still with exit code 2;
+    and SIGTERM / SIGHUP stop a command as Ctrl-C does (:class:`Terminated`)."""
 
     def main(self, args=None, **kwargs):
+        with _stop_signals_interrupt():
+            return self._main(args, **kwargs)
+
+    def _main(self, args=None, **kwargs):
         argv = sys.argv[1:] if args is None else list(args)
         if "--json" not in argv or kwargs.get("standalone_mode") is False:
             return super().main(args, **kwargs)
