@@ -313,3 +313,24 @@ def test_cli_reference_counts_from_one_like_hdr(tmp_path, descriptor, burst_fram
     for bad in ("4", "0"):  # beyond the inputs, or not a position at all: usage errors, nothing written
         r = subprocess.run([*cmd, "--reference", bad], capture_output=True, text=True, timeout=120, check=False)
         assert r.returncode == 2 and "--reference" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_frame_given_twice_or_an_existing_output_is_refused(tmp_path, descriptor, burst_frames):
+    frames, _ = burst_frames
+    paths = write_burst(tmp_path, descriptor, frames[:2])
+    out = tmp_path / "merged.dng"
+    with pytest.raises(PipelineError, match=f"{paths[0]} is given twice"):
+        burst.merge_files([paths[0], paths[1], paths[0]], out)
+    runner = CliRunner()
+    r = runner.invoke(main, ["merge", str(paths[0]), str(paths[0]), "-o", str(out)])
+    assert r.exit_code == 2 and "is given twice" in r.output and not out.exists(), r.output
+    # An existing file (a capture, an earlier merge) is kept unless --force.
+    r = runner.invoke(main, ["merge", str(paths[0]), str(paths[1]), "-o", str(tmp_path / "b_0003.dng")])
+    assert r.exit_code == 0, r.output
+    original = (tmp_path / "b_0003.dng").read_bytes()
+    r = runner.invoke(main, ["merge", str(paths[0]), str(paths[1]), "-o", str(tmp_path / "b_0003.dng")])
+    assert r.exit_code == 2 and "b_0003.dng exists; give --force" in r.output, r.output
+    assert (tmp_path / "b_0003.dng").read_bytes() == original
+    r = runner.invoke(main, ["merge", str(paths[1]), str(paths[0]), "-o", str(tmp_path / "b_0003.dng"), "--force"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "b_0003.dng").read_bytes() != original

@@ -7,8 +7,10 @@ captured from the simulator."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -334,7 +336,8 @@ def test_cli_refuses_bad_input_with_exit_1(dng_bracket, tmp_path, case):
         write_dng(bad, img.frame, DESC)
         args, name = [paths[0], bad], str(bad)
     elif case == "same exposure":
-        args, name = [paths[0], paths[1], paths[1]], str(paths[1])
+        bad.write_bytes(paths[1].read_bytes())  # another file of the same exposure
+        args, name = [paths[0], paths[1], bad], str(bad)
     else:
         args, name = [paths[0], tmp_path / "nope.dng"], str(tmp_path / "nope.dng")
     # In-process (a second each saved); a real process for one case, to see its stderr whole.
@@ -364,6 +367,53 @@ def test_cli_usage_errors_exit_2(dng_bracket, tmp_path):
     _, paths = dng_bracket
     out = invoke("hdr", *map(str, paths), "-o", str(tmp_path / "o"), "--reference", "4")
     assert out.returncode == 2 and "--reference" in out.stderr and "Traceback" not in out.stderr
+    # A frame given twice (also through another name) would be merged with itself.
+    link = tmp_path / "again.dng"
+    link.symlink_to(paths[1])
+    for twice in (paths[1], link):
+        out = invoke("hdr", str(paths[0]), str(paths[1]), str(twice), "-o", str(tmp_path / "o"))
+        assert out.returncode == 2 and f"{twice} is given twice" in out.stderr, out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again.dng"]
+
+
+def test_cli_never_replaces_an_existing_file_without_force(dng_bracket, tmp_path):
+    _, paths = dng_bracket
+    original = tmp_path / "keep.dng"  # say, a capture: `-o keep` would replace it
+    original.write_bytes(paths[0].read_bytes())
+    out = invoke("hdr", *map(str, paths), "-o", str(tmp_path / "keep"))
+    assert out.returncode == 2 and f"{original} exists; give --force" in out.stderr, out.stderr
+    assert original.read_bytes() == paths[0].read_bytes() and not (tmp_path / "keep.jpg").exists()
+    out = invoke("hdr", *map(str, paths), "-o", str(tmp_path / "keep"), "--force")
+    assert out.returncode == 0, out.stderr
+    assert original.read_bytes() != paths[0].read_bytes() and (tmp_path / "keep.jpg").exists()
+
+
+def test_cli_out_ending_in_a_slash_is_a_new_folder(dng_bracket, tmp_path):
+    _, paths = dng_bracket
+    out = invoke("hdr", *map(str, paths), "-o", f"{tmp_path / 'new'}/", "--reference", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.splitlines()[-1])
+    stem = paths[0].stem
+    assert result["dng"] == str(tmp_path / "new" / f"{stem}-hdr.dng") and Path(result["jpeg"]).is_file()
+    assert result["reference"] == 1 and result["reference_file"] == str(paths[0])  # counted as --reference is
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new"]
+
+
+def test_an_unwritable_output_folder_is_said_before_any_work(dng_bracket, tmp_path):
+    _, paths = dng_bracket
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    try:
+        if os.access(locked, os.W_OK):  # root writes anywhere: a file where a folder should be
+            locked.rmdir()
+            locked.write_text("a file")
+        calls = []
+        with pytest.raises(PipelineError, match=f"{locked}"):
+            hdr.merge_files(paths, locked / "sub" / "x", progress=lambda *a: calls.append(a))
+        assert calls == []  # nothing was read or merged first
+    finally:
+        if locked.is_dir():
+            locked.chmod(0o755)
 
 
 def test_simulator_bracket_end_to_end(tmp_path):

@@ -76,10 +76,11 @@ def writable_target(path: str | os.PathLike) -> Path:
     return path
 
 
-def output_problem(out: str | os.PathLike, inputs=()) -> str | None:
+def output_problem(out: str | os.PathLike, inputs=(), *, make_dirs: bool = False) -> str | None:
     """Why ``out`` cannot take an atomic write, said before any work (or None): its folder is
-    missing or read-only, it is a directory or a device, or it is one of ``inputs`` (paths, or
-    None for absent ones), which writing it would destroy. Callers prefix the path."""
+    missing (unless ``make_dirs``: then the nearest existing one must be a writable folder) or
+    read-only, it is a directory or a device, or it is one of ``inputs`` (paths, or None for
+    absent ones), which writing it would destroy. Callers prefix the path."""
     out = Path(out)
     clash = next((i for i in inputs if i is not None and same_file(i, out)), None)
     if clash is not None:
@@ -88,10 +89,31 @@ def output_problem(out: str | os.PathLike, inputs=()) -> str | None:
         target = writable_target(out)
     except NotRegularFileError as e:
         return e.strerror
-    if not target.parent.is_dir():
-        return f"directory {target.parent} does not exist"
-    if not os.access(target.parent, os.W_OK):
-        return f"directory {target.parent} is not writable"
+    folder = target.parent
+    if not folder.is_dir():
+        if not make_dirs:
+            return f"directory {folder} does not exist"
+        folder = next(p for p in target.parents if p.exists())  # "." or "/" at the latest
+        if not folder.is_dir():
+            return f"{folder} is not a directory"
+    if not os.access(folder, os.W_OK):
+        return f"directory {folder} is not writable"
+    return None
+
+
+def repeated(paths) -> tuple | None:
+    """The first pair of ``paths`` that name one file (the same name, or through links), or
+    None: a frame given twice would be merged with itself."""
+    seen: dict = {}
+    for p in paths:
+        try:
+            st = os.stat(p)
+            key = (st.st_dev, st.st_ino)
+        except OSError:  # missing: its reader names it; compare names only
+            key = os.path.normcase(os.path.abspath(p))
+        if key in seen:
+            return seen[key], p
+        seen[key] = p
     return None
 
 

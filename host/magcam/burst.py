@@ -35,7 +35,7 @@ import numpy as np
 from numba import njit, prange
 
 from magcam import rawio
-from magcam.atomic import output_problem
+from magcam.atomic import output_problem, repeated
 from magcam.frame import RawFrame
 from magcam.pipeline import align, merge, noise
 from magcam.pipeline.black import normalize
@@ -84,6 +84,9 @@ def merge_files(paths: Sequence[str | os.PathLike], out: str | os.PathLike, refe
     ``PipelineError`` naming the file, raised before anything is written."""
     paths = [Path(p) for p in paths]
     _check_count(len(paths), reference)
+    twice = repeated(paths)
+    if twice is not None:  # merged with itself it would gain nothing, yet report two frames
+        raise PipelineError(f"{twice[1]} is given twice (a frame cannot be merged with itself)")
     out = Path(out)
     why = output_problem(out, paths)
     if why is None and out.suffix.lower() != ".dng":

@@ -697,6 +697,21 @@ def _nothing_written_on_error(out: Reporter, target: Path, what: str):
         sys.exit(130)
 
 
+def _check_outputs(inputs: tuple, outputs: list[Path], force: bool) -> None:
+    """Usage errors of the merging commands, before any reading: a frame given twice, or an
+    output that would silently replace an existing file (a one-letter slip in ``-o`` must not
+    cost an original RAW) unless ``--force``. An output that is an input is refused by the
+    library whatever ``--force`` says."""
+    from .atomic import repeated, same_file
+
+    twice = repeated(inputs)
+    if twice is not None:
+        raise click.UsageError(f"{twice[1]} is given twice (a frame cannot be merged with itself)")
+    existing = [o for o in outputs if o.exists() and not any(same_file(i, o) for i in inputs)]
+    if existing and not force:
+        raise click.UsageError(f"{existing[0]} exists; give --force to replace it, or another --out")
+
+
 def _check_reference(reference: int | None, inputs: tuple) -> int | None:
     """--reference N counts from 1 (as a user numbers files); the library takes an index."""
     if reference is None:
@@ -708,26 +723,35 @@ def _check_reference(reference: int | None, inputs: tuple) -> int | None:
 
 @main.command("hdr")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "-o", "out", required=True, type=click.Path(path_type=Path),
+@click.option("--out", "-o", "out", required=True,  # a str: click's Path drops the "/" that says "a folder"
               help="Output name: writes OUT.dng and OUT.jpg (a .dng/.jpg suffix is replaced; an existing "
-                   "directory gets <first input>-hdr.dng/.jpg).")
+                   "directory, or a name ending in /, gets <first input>-hdr.dng/.jpg).")
 @click.option("--reference", type=click.IntRange(min=1), metavar="N",
               help="The N-th input (1 = first) sets the units and wins where frames disagree "
                    "(default: the middle exposure).")
 @click.option("--no-deghost", is_flag=True, help="Turn off motion-aware rejection.")
+@click.option("--force", is_flag=True, help="Replace existing output files.")
 @click.option("--json", "json_mode", is_flag=True, help="One JSON object per line, for scripts.")
-def hdr_cmd(inputs: tuple[Path, ...], out: Path, reference: int | None, no_deghost: bool, json_mode: bool) -> None:
+def hdr_cmd(inputs: tuple[Path, ...], out: str, reference: int | None, no_deghost: bool, force: bool,
+            json_mode: bool) -> None:
     """Merge an exposure bracket (DNGs or camera RAWs) into a linear HDR DNG and a tone-mapped JPEG.
 
     Exit status: 0 both written, 1 bad input or write error (nothing is left behind), 2 bad usage.
     """
-    from .hdr import merge_files
+    from .hdr import merge_files, output_paths
+    from .pipeline.errors import PipelineError
 
     out_reporter = Reporter(json_mode)
     ref = _check_reference(reference, inputs)
-    with _nothing_written_on_error(out_reporter, out, f"merge {len(inputs)} frames of this size"), \
+    try:
+        outputs = list(output_paths(out, inputs[0]))
+    except PipelineError as e:
+        raise click.BadParameter(str(e), param_hint="--out") from None
+    _check_outputs(inputs, outputs, force)
+    with _nothing_written_on_error(out_reporter, outputs[0], f"merge {len(inputs)} frames of this size"), \
             _StageProgress(out_reporter) as prog:
         summary = merge_files(inputs, out, reference=ref, deghost=not no_deghost, progress=prog)
+    summary["reference"] += 1  # numbered from 1, as --reference is
     if json_mode:
         out_reporter.result(summary)
     else:
@@ -873,8 +897,9 @@ def calibrate_focus_cmd(port: str, distances: str | None, at: float | None, yes:
               help="The merged DNG (16-bit, the reference's metadata); the name must end in .dng.")
 @click.option("--reference", type=click.IntRange(min=1), metavar="N",
               help="The N-th input (1 = first) the others are aligned to and merged onto (default: 1).")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
 @click.option("--json", "json_mode", is_flag=True, help="One JSON object per line, for scripts.")
-def merge_cmd(inputs: tuple[Path, ...], out: Path, reference: int | None, json_mode: bool) -> None:
+def merge_cmd(inputs: tuple[Path, ...], out: Path, reference: int | None, force: bool, json_mode: bool) -> None:
     """Align and merge a handheld burst of RAW frames into one cleaner DNG (HDR+ style).
 
     Exit status: 0 written, 1 bad input or write error (nothing is left behind), 2 bad usage.
@@ -883,6 +908,7 @@ def merge_cmd(inputs: tuple[Path, ...], out: Path, reference: int | None, json_m
 
     out_reporter = Reporter(json_mode)
     ref = _check_reference(reference, inputs) or 0
+    _check_outputs(inputs, [out], force)
     with _nothing_written_on_error(out_reporter, out, f"merge {len(inputs)} frames of this size"), \
             _StageProgress(out_reporter) as prog:
         res = merge_files(inputs, out, reference=ref, progress=prog)

@@ -51,7 +51,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from magcam.atomic import atomic_path, same_file
+from magcam.atomic import atomic_path, output_problem, repeated
 from magcam.frame import RawFrame
 from magcam.pipeline import black as black_stage
 from magcam.pipeline import localtone, tone
@@ -436,11 +436,14 @@ def merge_files(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, r
     if len(paths) < 2:
         name = f" ({paths[0]})" if paths else ""
         raise PipelineError(f"an HDR merge needs at least two frames of a bracket, got {len(paths)}{name}")
+    twice = repeated(paths)
+    if twice is not None:
+        raise PipelineError(f"{twice[1]} is given twice (a frame cannot be merged with itself)")
     dng_path, jpg_path = output_paths(out, paths[0])
-    for p in paths:
-        for o in (dng_path, jpg_path):
-            if same_file(p, o):
-                raise PipelineError(f"{o}: is also an input; write the merge to a new name")
+    for o in (dng_path, jpg_path):  # said now, not after the reading and merging
+        why = output_problem(o, paths, make_dirs=True)
+        if why is not None:
+            raise PipelineError(f"{o}: {why}" + ("; write the merge to a new name" if "input" in why else ""))
     images = []
     for i, p in enumerate(paths, 1):
         images.append(rawio.read(p))
