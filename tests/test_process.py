@@ -660,3 +660,36 @@ def test_follows_the_demosaic_contract(monkeypatch, descriptor, scene):
     np.testing.assert_array_equal(process.process_frame(raw, tile=64, jobs=2, bits=16), whole)
     with pytest.raises(PipelineError, match="available: bilinear, wide"):
         process.process_frame(raw, demosaic="ahd")
+
+
+def test_a_frame_too_big_for_the_memory_is_one_error_and_the_batch_goes_on(tmp_path, descriptor):
+    """A phone's memory: under an address-space limit the small frame fits and the 100 MP one
+    does not. That one is a one-line error, the next file is still developed, exit 1."""
+    small = write_dng(tmp_path / "small.dng", RawFrame(data=np.full((480, 640), 1200, np.uint16), frame_id=1,
+                                                        black_level=256, white_level=4095), descriptor)
+    big = write_dng(tmp_path / "big.dng", RawFrame(data=np.full((8672, 11552), 1200, np.uint16), frame_id=2,
+                                                    black_level=256, white_level=4095), descriptor)
+    cmd = [sys.executable, "-m", "magcam.cli", "process", "--jobs", "1"]
+    probe = textwrap.dedent(f"""
+        from magcam.cli import main
+        try:
+            main(["process", {str(small)!r}, "-o", {str(tmp_path / 'probe.jpg')!r}, "--jobs", "1"])
+        except SystemExit:
+            pass
+        print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmPeak")))
+    """)
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and (tmp_path / "probe.jpg").is_file(), r.stderr
+    limit = (int(r.stdout.split()[-1]) + 300 * 1024) * 1024  # the small frame's need + 300 MB: 100 MP needs ~800 more
+
+    def limited():
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    out = tmp_path / "out"
+    r = subprocess.run([*cmd, str(big), str(small), "-o", f"{out}/"], capture_output=True, text=True, timeout=300,
+                       preexec_fn=limited)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert f"error: {big}: not enough memory to develop it; nothing written" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["small.jpg"]  # no partial big.jpg, no temporary

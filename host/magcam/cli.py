@@ -610,6 +610,10 @@ def process_cmd(inputs: tuple[Path, ...], out: str, preset: str, method: str | N
                 failed.append(str(src))
                 out_reporter.error(f"{src}: cannot write {dst}: {e.strerror or e}")
                 continue
+            except MemoryError:  # a phone's memory: this frame is too big for it, the next may not be
+                failed.append(str(src))
+                out_reporter.error(f"{src}: not enough memory to develop it; nothing written")
+                continue
             except KeyboardInterrupt:
                 out_reporter.error(f"interrupted at {src}; {len(written)} file(s) written, each complete")
                 sys.exit(130)
