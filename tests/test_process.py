@@ -693,3 +693,27 @@ def test_a_frame_too_big_for_the_memory_is_one_error_and_the_batch_goes_on(tmp_p
     assert f"error: {big}: not enough memory to develop it; nothing written" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr, r.stderr
     assert sorted(p.name for p in out.iterdir()) == ["small.jpg"]  # no partial big.jpg, no temporary
+
+
+def test_a_capture_folder_develops_with_its_sidecars_skipped(tmp_path, descriptor, scene):
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    for name in ("a", "b"):  # as `magcam capture` leaves them: a DNG and its JSON sidecar
+        write_dng(shots / f"{name}.dng", frame_of(descriptor, scene, size=(96, 64)), descriptor)
+        (shots / f"{name}.json").write_text('{"frame_id": 1}')
+    (shots / "c.dng").write_bytes(b"II*\x00" + b"\x00" * 40)  # and one damaged file
+    out = tmp_path / "dev"
+    inputs = [str(p) for p in sorted(shots.iterdir())]
+    r = run_cli(*inputs, "-o", f"{out}/", "--preset", "fast", "--json")
+    assert r.exit_code == 1, r.output
+    events = [json.loads(line) for line in r.output.splitlines()]
+    assert [e["input"] for e in events if e["type"] == "skipped"] == [str(shots / "a.json"), str(shots / "b.json")]
+    assert [e["input"] for e in events if e["type"] == "file"] == [str(shots / "a.dng"), str(shots / "b.dng")]
+    errors = [e for e in events if e["type"] == "error"]
+    assert [e["input"] for e in errors] == [str(shots / "c.dng")] and "c.dng" in errors[0]["message"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "b.jpg"]
+    # Without --json: one line says what was skipped; a lone .json is no sidecar and is refused.
+    r = run_cli(str(shots / "a.dng"), str(shots / "a.json"), "-o", str(tmp_path / "one.jpg"), "--preset", "fast")
+    assert r.exit_code == 0 and "skipped 1 capture sidecar(s)" in r.output, r.output
+    r = run_cli(str(shots / "b.json"), "-o", str(tmp_path / "lone.jpg"))
+    assert r.exit_code == 1 and "b.json" in r.output and not (tmp_path / "lone.jpg").exists(), r.output

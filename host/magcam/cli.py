@@ -554,6 +554,12 @@ def process_cmd(inputs: tuple[Path, ...], out: str, preset: str, method: str | N
     from .process import FORMATS, Options, output_bits, output_format, parse_wb, process_file
 
     out_reporter = Reporter(json_mode)
+    inputs, sidecars = _without_sidecars(inputs)
+    for sidecar in sidecars:  # `magcam process shots/*`: capture wrote a .json beside each .dng
+        if json_mode:
+            out_reporter.event({"type": "skipped", "input": str(sidecar), "reason": "capture sidecar"})
+    if sidecars and not json_mode:
+        out_reporter.info(f"skipped {len(sidecars)} capture sidecar(s) (.json beside their RAW files)")
     said_dir = out.endswith(("/", os.sep))  # `-o 2024.06.01/`: a folder, whatever its "suffix"
     out = Path(out)
     to_dir = said_dir or out.is_dir() or len(inputs) > 1 or not out.suffix
@@ -604,15 +610,15 @@ def process_cmd(inputs: tuple[Path, ...], out: str, preset: str, method: str | N
                 res = process_file(src, dst, opts, progress=tiles)
             except PipelineError as e:
                 failed.append(str(src))
-                out_reporter.error(str(e))
+                out_reporter.error(str(e), input=str(src))
                 continue
             except OSError as e:
                 failed.append(str(src))
-                out_reporter.error(f"{src}: cannot write {dst}: {e.strerror or e}")
+                out_reporter.error(f"{src}: cannot write {dst}: {e.strerror or e}", input=str(src))
                 continue
             except MemoryError:  # a phone's memory: this frame is too big for it, the next may not be
                 failed.append(str(src))
-                out_reporter.error(f"{src}: not enough memory to develop it; nothing written")
+                out_reporter.error(f"{src}: not enough memory to develop it; nothing written", input=str(src))
                 continue
             except KeyboardInterrupt:
                 out_reporter.error(f"interrupted at {src}; {len(written)} file(s) written, each complete")
@@ -636,6 +642,14 @@ def process_cmd(inputs: tuple[Path, ...], out: str, preset: str, method: str | N
         if not json_mode:
             click.echo(f"error: {len(failed)} of {total} file(s) failed: {', '.join(failed)}", err=True)
         sys.exit(1)
+
+
+def _without_sidecars(inputs: tuple[Path, ...]) -> tuple[tuple[Path, ...], list[Path]]:
+    """(inputs, skipped): a ``.json`` given with a file of the same name and folder is a capture
+    sidecar (docs/capture.md), not a RAW; a lone ``.json`` stays, to be refused as any non-RAW."""
+    stems = {(p.parent, p.stem) for p in inputs if p.suffix.lower() != ".json"}
+    sidecars = [p for p in inputs if p.suffix.lower() == ".json" and (p.parent, p.stem) in stems]
+    return tuple(p for p in inputs if p not in sidecars), sidecars
 
 
 def _first_clash(inputs: tuple[Path, ...], targets: list[Path]) -> str | None:

@@ -76,8 +76,10 @@ class Reporter:
             for k, v in obj.items():
                 self._line(f"{k}: {v}", "green")
 
-    def error(self, text: str) -> None:
+    def error(self, text: str, **fields) -> None:
+        """One line on stderr; with --json an ``error`` event, with ``fields`` (e.g. the
+        ``input`` of a batch it is about) beside the message."""
         if self.json:
-            self._json({"type": "error", "message": text})
+            self._json({"type": "error", "message": text, **fields})
         else:
             print(f"error: {text}", file=sys.stderr, flush=True)
