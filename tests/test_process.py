@@ -717,3 +717,13 @@ def test_a_capture_folder_develops_with_its_sidecars_skipped(tmp_path, descripto
     assert r.exit_code == 0 and "skipped 1 capture sidecar(s)" in r.output, r.output
     r = run_cli(str(shots / "b.json"), "-o", str(tmp_path / "lone.jpg"))
     assert r.exit_code == 1 and "b.json" in r.output and not (tmp_path / "lone.jpg").exists(), r.output
+
+
+def test_in_a_pipe_progress_stays_off_stdout(dng, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "magcam.cli", "process", str(dng), "-o", str(tmp_path / "x.jpg"),
+                        "--preset", "fast"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith(f"{dng} -> {tmp_path / 'x.jpg'} (768x512") and lines[1:] == ["processed: 1",
+                                                                                          "failed: 0"], r.stdout
+    assert f"{dng.name}: 100% (" in r.stderr  # a person watching a log still sees it go

@@ -326,7 +326,8 @@ def capture(port: str, out_dir: Path, burst: int | None, bracket: str | None, wi
 
 class _StageProgress:
     """``progress(stage, done, total)`` for the commands below, through a Reporter: a rich bar
-    per stage on a terminal, a line per stage (and every 25 %) in a pipe, ``{"type":
+    per stage on a terminal, a line per stage (and every 25 %) on stderr in a pipe (stdout
+    keeps the results a script reads), ``{"type":
     "progress", ...}`` events (at most one per percent) with --json. ``log(text)`` prints a line
     without breaking the bar."""
 
@@ -366,7 +367,7 @@ class _StageProgress:
         if self.out.json:
             self.out.event({"type": "progress", "stage": stage, "done": done, "total": total})
         else:
-            self.out.info(f"{stage}: {pct}% ({done}/{total})")
+            print(f"{stage}: {pct}% ({done}/{total})", file=sys.stderr, flush=True)
 
     @staticmethod
     def _amount(stage: str, done: int, total: int) -> str:
