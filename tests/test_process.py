@@ -271,6 +271,21 @@ def test_outputs_carry_profile_exif_and_the_same_pixels(dng, tmp_path):
         assert r.stdout.strip() == "OK", (path.name, r.stdout)
 
 
+@pytest.mark.parametrize("fmt", ["jpg", "png", "tif"])
+def test_exif_says_srgb_only_for_the_srgb_curve(dng, tmp_path, fmt):
+    """A viewer that ignores the ICC profile reads EXIF ColorSpace = sRGB as "apply the sRGB
+    curve": linear sRGB must be uncalibrated (0xFFFF) there, as P3 and camera RGB are."""
+    got = {}
+    for color, gamma in (("srgb", "srgb"), ("srgb", "linear"), ("p3", "srgb"), ("raw", "linear")):
+        out = tmp_path / f"{color}-{gamma}.{fmt}"
+        process.process_file(dng, out, output_color=color, gamma=gamma, preset="fast",
+                             bits=8 if fmt == "jpg" else 16)
+        r = subprocess.run([tool("exiftool"), "-n", "-s3", "-ColorSpace", str(out)], capture_output=True, text=True,
+                           check=True)
+        got[color, gamma] = int(r.stdout.strip())
+    assert got == {("srgb", "srgb"): 1, ("srgb", "linear"): 0xFFFF, ("p3", "srgb"): 0xFFFF, ("raw", "linear"): 0xFFFF}
+
+
 def test_a_text_tag_stored_as_bytes_does_not_reach_the_exif_as_junk(descriptor, scene, tmp_path):
     path = write_dng(tmp_path / "bytes_make.dng", frame_of(descriptor, scene, size=(64, 48)), descriptor,
                      extra_tags=[(271, BYTE, 4, b"\xff\xfe\x00\x01"), (272, BYTE, 6, b"QA-1\x00\x00")])

@@ -825,6 +825,6 @@ def process_file(src, dst, options: Options | dict | None = None, *, progress=No
         h, w = full.shape[:2]
         bands = iter([full])
     output.write_image(dst, fmt, bands, (h, w), plan.bits, icc_profile=profile, meta=raw.meta,
-                       output_color=plan.opts.output_color, quality=opts.quality)
+                       output_color=plan.opts.output_color, gamma=plan.opts.gamma, quality=opts.quality)
     return Result(str(src), str(dst), w, h, fmt, plan.bits, time.perf_counter() - t0, plan.stats)
 

@@ -209,10 +209,14 @@ def _append_exif_ifd(path: Path, meta: dict, output_color: str) -> None:
 
 def write_image(path, fmt: str, bands: Iterable[np.ndarray], shape: tuple[int, int], bits: int, *,
                 icc_profile: bytes | None = None, meta: dict | None = None, output_color: str = "srgb",
-                quality: int = 92) -> Path:
+                gamma: str = "srgb", quality: int = 92) -> Path:
     """Write ``bands`` ((rows, W, 3) uint8/uint16, top to bottom, ``shape`` (H, W) in all) as
-    ``fmt`` (tiff, png, jpeg); nothing is left at ``path`` if anything fails."""
+    ``fmt`` (tiff, png, jpeg); nothing is left at ``path`` if anything fails. EXIF's ColorSpace
+    says sRGB only for sRGB primaries *and* the sRGB curve: a viewer that ignores the ICC
+    profile applies that curve, so linear sRGB is "uncalibrated" (the profile says what it is)."""
     path = Path(path)
+    if gamma != "srgb":
+        output_color = "uncalibrated"
     meta = meta or {}
     h, w = shape
     dtype = np.uint8 if bits == 8 else np.uint16
