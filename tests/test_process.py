@@ -455,6 +455,12 @@ def test_cli_usage_errors(dng, tmp_path):
     assert r.exit_code == 2
     r = run_cli(dng, "-o", tmp_path / "x.jpg", "--chroma-denoise", "1.5")  # past 1 it would overshoot
     assert r.exit_code == 2 and "chroma_denoise must be a number from 0 to 1" in r.output
+    r = run_cli(dng, "-o", tmp_path / "x.jpg", "--wb", "")  # an empty value is not "as shot"
+    assert r.exit_code == 2 and "white balance must be asshot, auto, none or R,G,B, got ''" in r.output
+    r = run_cli(dng, "-o", tmp_path / "x.jpg", "--format", "png")  # PNG data in a .jpg opens nowhere
+    assert r.exit_code == 2 and "the extension '.jpg' says jpeg, the format asked for is png" in r.output
+    with pytest.raises(PipelineError, match="says tiff"):
+        process.process_file(dng, tmp_path / "x.tif", format="jpeg")
     for out in (tmp_path / "x.jpg", tmp_path / "dir"):  # known before any file is developed
         r = run_cli(dng, "-o", out, "--bits", "16", *(("--format", "jpeg") if out.suffix == "" else ()))
         assert r.exit_code == 2 and "JPEG holds 8 bits" in r.output

@@ -573,7 +573,7 @@ def process_cmd(inputs: tuple[Path, ...], out: str, preset: str, method: str | N
                                   "(.jpg, .png, .tif)"))
     try:
         opts = Options(preset=preset, demosaic=method, output_color=output_color, gamma=gamma,
-                       wb=parse_wb(wb) if wb else None, tone=tone, highlights=highlights, denoise=denoise,
+                       wb=parse_wb(wb) if wb is not None else None, tone=tone, highlights=highlights, denoise=denoise,
                        chroma_denoise=chroma_denoise, sharpen=sharpen, format=fmt,
                        bits=int(bits) if bits else None, quality=quality, jobs=jobs)
         opts.resolved()  # a bad option is a usage error, before any file is touched

@@ -764,12 +764,17 @@ def orient(img: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def output_format(path, fmt: str | None) -> str:
-    if fmt:
-        return fmt
+    """The format ``path`` is written in: ``fmt``, else its extension's. A ``fmt`` its known
+    extension contradicts (PNG data in ``x.jpg``) is refused: viewers go by the extension."""
     ext = Path(path).suffix.lower()
-    for name, exts in FORMATS.items():
-        if ext in exts:
-            return name
+    said = next((name for name, exts in FORMATS.items() if ext in exts), None)
+    if fmt:
+        if said is not None and said != fmt:
+            raise PipelineError(f"{path}: the extension {ext!r} says {said}, the format asked for is {fmt}; "
+                                "make them agree")
+        return fmt
+    if said is not None:
+        return said
     raise PipelineError(f"{path}: cannot tell the format from the extension {ext or '(none)'!r}; "
                         "use .tif, .png or .jpg or give a format")
 
