@@ -111,3 +111,12 @@ def test_capture_stopped_by_sigterm_keeps_whole_frames_only(tmp_path):
     assert leftovers(out) == []
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(n for ev in frames for n in (Path(ev["path"]).name, Path(ev["sidecar"]).name))
+
+
+def test_process_stopped_before_its_first_file_leaves_no_new_folder(two_dngs, tmp_path):
+    out = tmp_path / "new" / "deeper"
+    code, events, err = signal_when(
+        ["process", *map(str, two_dngs), "-o", f"{out}/", "--jobs", "1", "--json"],
+        lambda ev: ev["type"] == "progress", signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, (code, err)
+    assert list(tmp_path.iterdir()) == []  # both folders it made are gone again

@@ -738,6 +738,9 @@ def test_a_capture_folder_develops_with_its_sidecars_skipped(tmp_path, descripto
     assert r.exit_code == 0 and "skipped 1 capture sidecar(s)" in r.output, r.output
     r = run_cli(str(shots / "b.json"), "-o", str(tmp_path / "lone.jpg"))
     assert r.exit_code == 1 and "b.json" in r.output and not (tmp_path / "lone.jpg").exists(), r.output
+    # A batch none of whose files develops leaves none of the folders it made.
+    r = run_cli(str(shots / "c.dng"), str(shots / "b.json"), "-o", f"{tmp_path / 'new' / 'deeper'}/")
+    assert r.exit_code == 1 and not (tmp_path / "new").exists(), r.output
 
 
 def test_in_a_pipe_progress_stays_off_stdout(dng, tmp_path):

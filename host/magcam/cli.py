@@ -552,7 +552,7 @@ def process_cmd(inputs: tuple[Path, ...], out: str, preset: str, method: str | N
     """
     from .atomic import output_problem
     from .pipeline.errors import PipelineError
-    from .process import FORMATS, Options, output_bits, output_format, parse_wb, process_file
+    from .process import FORMATS, Options, output_bits, output_format, parse_wb
 
     out_reporter = Reporter(json_mode)
     inputs, sidecars = _without_sidecars(inputs)
@@ -585,7 +585,9 @@ def process_cmd(inputs: tuple[Path, ...], out: str, preset: str, method: str | N
     clash = _first_clash(inputs, targets)
     if clash:
         raise click.UsageError(clash)
-    created = to_dir and not out.exists()
+    # The folders this batch makes (-o a/b/ may make both), to be removed again if no output
+    # ever lands in them: every input failed, or the batch was stopped before its first file.
+    created = [d for d in (out, *out.parents) if not d.exists()] if to_dir else []
     if to_dir:
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -599,6 +601,31 @@ def process_cmd(inputs: tuple[Path, ...], out: str, preset: str, method: str | N
 
     failed: list[str] = []
     written: list[str] = []
+    total = len(inputs)
+    try:
+        _develop_batch(inputs, targets, opts, out_reporter, failed, written, json_mode)
+    finally:
+        if not written:
+            for folder in created:  # innermost first; one that is not empty stays
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+    summary = {"processed": len(written), "failed": len(failed)}
+    if json_mode:
+        summary["failed_files"] = failed
+    out_reporter.result(summary)
+    if failed:
+        if not json_mode:
+            click.echo(f"error: {len(failed)} of {total} file(s) failed: {', '.join(failed)}", err=True)
+        sys.exit(1)
+
+
+def _develop_batch(inputs, targets, opts, out_reporter: Reporter, failed: list, written: list,
+                   json_mode: bool) -> None:
+    """`magcam process`'s loop: each input developed to its target, a bad one reported and
+    skipped (``failed``), each output listed in ``written``; exit 130 when interrupted."""
+    from .pipeline.errors import PipelineError
+    from .process import process_file
+
     total = len(inputs)
     with _StageProgress(out_reporter) as prog:
         for i, (src, dst) in enumerate(zip(inputs, targets), 1):
@@ -632,17 +659,6 @@ def process_cmd(inputs: tuple[Path, ...], out: str, preset: str, method: str | N
             else:
                 prog.log(f"{src} -> {res.output} ({res.width}x{res.height}, {res.format} {res.bits}-bit, "
                          f"{res.seconds:.2f} s)")
-    if created and not written:
-        with contextlib.suppress(OSError):  # a folder made for outputs that never came
-            out.rmdir()
-    summary = {"processed": len(written), "failed": len(failed)}
-    if json_mode:
-        summary["failed_files"] = failed
-    out_reporter.result(summary)
-    if failed:
-        if not json_mode:
-            click.echo(f"error: {len(failed)} of {total} file(s) failed: {', '.join(failed)}", err=True)
-        sys.exit(1)
 
 
 def _without_sidecars(inputs: tuple[Path, ...]) -> tuple[tuple[Path, ...], list[Path]]:
