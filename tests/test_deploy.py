@@ -123,6 +123,24 @@ def test_circuitpython_drive_deploy_copies_then_skips(tmp_path: Path) -> None:
     assert not any("asyncio" in n for n in third.notes)
 
 
+def test_circuitpython_code_that_would_run_before_main_py_is_moved_aside(tmp_path: Path) -> None:
+    """A fresh CIRCUITPY drive has a code.py ("Hello World!"), which CircuitPython runs instead
+    of main.py: deploy renames it (and code.txt, main.txt), keeping the user's code."""
+    drive = _drive(tmp_path)
+    (drive / "code.py").write_text('print("Hello World!")\n')
+    (drive / "code.py.bak").write_text("an older backup\n")
+    (drive / "main.txt").write_text("print('txt')\n")
+    result = deploy(None, drive=drive)
+    assert not (drive / "code.py").exists() and not (drive / "main.txt").exists()
+    assert (drive / "code.py.bak2").read_text() == 'print("Hello World!")\n'
+    assert (drive / "code.py.bak").read_text() == "an older backup\n"
+    assert (drive / "main.txt.bak").read_text() == "print('txt')\n"
+    assert "moved code.py aside to code.py.bak2: CircuitPython runs it instead of main.py" in result.notes
+    # What CircuitPython would run now is the app.
+    first = next(n for n in ("code.txt", "code.py", "main.txt", "main.py") if (drive / n).is_file())
+    assert first == "main.py"
+
+
 def _with_free_space(monkeypatch, kib: int) -> None:
     """The drive reports ``kib`` KiB free in 512-byte clusters (a small FAT drive)."""
     real = os.statvfs

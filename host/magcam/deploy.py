@@ -598,10 +598,12 @@ def deploy_drive(drive: Path, *, board=None, descriptor: Path | None = None, pro
                 shutil.rmtree(target)
             else:
                 target.unlink(missing_ok=True)
+        moved = _move_aside_shadowing_code(drive)
     except OSError as e:
         where = f" ({e.filename})" if e.filename else ""
         raise DeployError(f"{drive}: {e.strerror or e}{where}: is the drive full or read-only? "
                           "The files copied so far are whole; deploy again once it is fixed") from None
+    notes += [f"moved {a} aside to {b}: CircuitPython runs it instead of main.py" for a, b in moved]
     if not any((drive / "lib" / n).exists() for n in ("asyncio", "asyncio.mpy")):
         notes.append("CircuitPython has no built-in asyncio: install it on the board with `circup install asyncio`")
     if "/boot.py" in [f.path for f in plan.copy]:
@@ -609,6 +611,28 @@ def deploy_drive(drive: Path, *, board=None, descriptor: Path | None = None, pro
     return DeployResult(target=str(drive), board=bd["name"], runtime="circuitpython",
                         copied=[f.path for f in plan.copy], skipped=list(plan.skip), removed=list(plan.remove),
                         notes=notes, reset=False)
+
+
+# CircuitPython runs the first of these it finds (its main.c), so any of the first three on the
+# drive (every fresh CIRCUITPY has a code.py printing "Hello World!") keeps the app from running.
+_CIRCUITPY_ENTRIES = ("code.txt", "code.py", "main.txt", "main.py")
+
+
+def _move_aside_shadowing_code(drive: Path) -> list[tuple[str, str]]:
+    """Rename the entry files CircuitPython would run before main.py to NAME.bak (NAME.bak2, ...
+    if taken): the user's own code is kept, not deleted. Returns (old, new) names."""
+    moved = []
+    for name in _CIRCUITPY_ENTRIES[:-1]:
+        src = drive / name
+        if not src.is_file():
+            continue
+        n, dst = 1, drive / f"{name}.bak"
+        while dst.exists():
+            n += 1
+            dst = drive / f"{name}.bak{n}"
+        src.rename(dst)
+        moved.append((name, dst.name))
+    return moved
 
 
 # ---- the entry point ------------------------------------------------------------------------
