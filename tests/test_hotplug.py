@@ -152,6 +152,19 @@ def test_a_module_snapped_off_and_on_mid_burst_is_waited_for(tmp_path):
     assert res.reattaches >= 1 and res.reconnects == 0
 
 
+def test_a_detach_during_the_first_frame_is_waited_for_too(tmp_path):
+    """The run had begun (the module took the first frame on), so a snap-off that aborts that
+    frame is a hot-swap to wait for, not a module that was never attached."""
+    from magcam.sim import Simulator
+
+    scenario = _scenario(tmp_path, [{"t": 600, "do": "detach"}, {"t": 1500, "do": "attach"}])
+    with Simulator(scenario=scenario) as sim, magcam.connect(sim.port) as cam:
+        res = cam.capture_burst(2, 4608, 3456, retries=1)  # 32 MB frames: the first is in flight at 600 ms
+    assert res.complete, res.lost
+    assert [f.extra["index"] for f in res.frames] == [0, 1]
+    assert res.reattaches == 1 and res.reconnects == 0
+
+
 def test_a_module_that_stays_detached_keeps_the_frames_already_taken(tmp_path):
     """Taken off for good mid-burst: what was taken is returned, the rest is listed as lost
     (once, after one wait), never an exception that loses the frames in hand."""

@@ -282,14 +282,16 @@ class Camera:
         gone for good, (None, why, what to say of the frames left)."""
         reason = ""
         failures = 0
+        accepted = False  # the module took this frame on once: it was attached when the run began
         while failures <= retries:
             try:
                 return self.capture_raw(width, height, exposure_us=exposure, analog_gain=analog_gain), "", None
             except FrameError as e:
                 reason = e.reason
                 failures += 1
+                accepted = True
             except CommandRejected as e:
-                started = bool(result.frames or result.lost)
+                started = bool(result.frames or result.lost) or accepted
                 if e.code == P.NAK_NOT_ATTACHED and started:
                     # Snapped off (or the rail cut for a fault) between two frames: hot-swap is
                     # normal, so wait for the rail as for an unplugged cable. Not a failed try,
