@@ -281,6 +281,7 @@ def test_bad_port_is_a_clear_error(tmp_path):
     (["--burst", "2", "--bracket", "0,1"], "cannot be combined"),
     (["--bracket", "-2,,2"], "comma-separated list of EVs"),
     (["--width", "255"], "width must be even"),
+    (["--width", "16384", "--height", "16384"], "a 16384x16384 frame is 512 MiB, over the 256 MiB"),
 ])
 def test_usage_errors_exit_2_before_connecting(tmp_path, args, message):
     # The port does not exist: these must be refused before any attempt to open it.

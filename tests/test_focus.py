@@ -215,6 +215,10 @@ def test_focus_calibration_is_stored_on_the_module_and_in_the_next_dng(tmp_path)
     (["calibrate", "focus"], ["--distances", "--at"]),
     (["focus", "--sweep", "--roi", "0.5,0.5,0.9,0.2"], ["--roi", "inside the frame"]),
     (["monitor", "--focus", "--focus-size", "big"], ["--focus-size"]),
+    # sizes the module refuses were a traceback from start_stream, after the port was opened
+    (["monitor", "--focus", "--focus-size", "7x7"], ["--focus-size", "7x7: size out of range"]),
+    (["monitor", "--focus", "--focus-size", "16384x16384"], ["--focus-size", "frame too large"]),
+    (["monitor", "--focus", "--focus-size", "321x240"], ["--focus-size", "must be even"]),
     # each option answers for itself (a bad --roi was blamed on --focus-size)
     (["monitor", "--focus", "--roi", "abc"], ["--roi", "four numbers"]),
     (["monitor", "--focus", "--roi", "1,1,1,1"], ["--roi", "inside the frame"]),

@@ -36,6 +36,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Sequence
 
 import numpy as np
+from magcam_fw.protocol import MAX_FRAME_BYTES as _MAX_FRAME_BYTES
 
 from . import sidecar as _sidecar
 from .atomic import write_bytes_atomic
@@ -382,6 +383,9 @@ class Plan:
         for name, value in (("width", self.width), ("height", self.height)):
             if not 16 <= value <= 16384 or value % 2:
                 raise ValueError(f"{name} must be even and within 16..16384, got {value}")
+        if self.width * self.height * 2 > _MAX_FRAME_BYTES:  # the module's cap (protocol.md), said before connecting
+            raise ValueError(f"a {self.width}x{self.height} frame is {self.width * self.height * 2 / 2**20:.0f} MiB, "
+                             f"over the {_MAX_FRAME_BYTES // 2**20} MiB the protocol carries (about 134 MP)")
         if not 1 <= self.exposure_us <= 60_000_000:
             raise ValueError(f"exposure must be 1..60000000 us, got {self.exposure_us}")
         if not 0 < self.analog_gain <= 64:

@@ -803,10 +803,16 @@ def _focus_meter(size: str, roi: str):
     from .focus_assist import FocusMeter, parse_roi
     from .pipeline.errors import PipelineError
 
+    from magcam_fw import protocol as P
+
     try:
         w, h = (int(v) for v in size.lower().split("x"))
     except ValueError:
         raise click.BadParameter(f"{size!r}: expected WIDTHxHEIGHT, e.g. 320x240", param_hint="--focus-size")
+    why = P.check_capture(w, h, 1, 1.0)  # the module's own limits, said before the port is opened
+    if why:
+        raise click.BadParameter(f"{size}: {why} (each side even, 16..{P.MAX_FRAME_DIM} px)",
+                                 param_hint="--focus-size")
     try:
         meter = FocusMeter(roi=parse_roi(roi))
     except (PipelineError, ValueError) as e:  # each option answers for itself
