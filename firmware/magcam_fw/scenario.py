@@ -42,6 +42,8 @@ _MAX_BOUNCE = const(100)
 _MAX_GLITCHES = const(10000)
 # The number each kind needs, and its range.
 _NEEDS = {"load": ("ma", 0, 100000), "temp": ("c", -60, 200), "vbus": ("mv", 0, 30000)}
+_MAX_T = const(1000000000)  # ms: 11 days of scenario
+_MAX_STEPS = const(100000000)  # transitions of one turn, either way
 
 
 def parse(text):
@@ -57,12 +59,15 @@ def parse(text):
             ev = json.loads(line)
         except ValueError:
             raise ValueError("scenario line %d: not JSON" % lineno)
-        if not isinstance(ev, dict) or ev.get("do") not in KINDS or not isinstance(ev.get("t", 0), int):
-            raise ValueError("scenario line %d: need an integer 't' and 'do' in %s" % (lineno, KINDS))
+        # _int_in, not isinstance(.., int): CPython's True is an int (the host's pre-check passed
+        # it), MicroPython's is not (the firmware then refused it after the port was printed).
+        if not isinstance(ev, dict) or ev.get("do") not in KINDS or not _int_in(ev.get("t", 0), 0, _MAX_T):
+            raise ValueError("scenario line %d: need an integer 't' in 0..%d (ms) and 'do' in %s"
+                             % (lineno, _MAX_T, KINDS))
         kind = ev["do"]
         if kind == "turn":
             rate = ev.get("rate")
-            if not isinstance(ev.get("steps"), int) or not _number(rate) or not (0 < rate <= 1000000):
+            if not _int_in(ev.get("steps"), -_MAX_STEPS, _MAX_STEPS) or not _number(rate) or not (0 < rate <= 1000000):
                 raise ValueError("scenario line %d: turn needs integer 'steps' and 0 < 'rate' <= 1e6" % lineno)
             if not _int_in(ev.get("bounce", 0), 0, _MAX_BOUNCE):
                 raise ValueError("scenario line %d: turn 'bounce' must be an integer 0..%d" % (lineno, _MAX_BOUNCE))

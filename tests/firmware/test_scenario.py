@@ -54,6 +54,9 @@ def test_parse_bad_lines_raise_value_error_naming_the_line():
         '{"t": 0, "do": "turn", "steps": 10}',  # rate missing
         '{"t": 0, "do": "turn", "steps": 10, "rate": 0}',
         '{"t": 0, "do": "turn", "steps": 10, "rate": 1000001}',
+        '{"t": true, "do": "detach"}',  # a bool is not a time (CPython took it for 1)
+        '{"t": -100, "do": "attach"}',  # before the start
+        '{"t": 0, "do": "turn", "steps": true, "rate": 100}',
     ]
     for line in bad:
         text = '# header\n{"t": 0, "do": "attach"}\n\n' + line + '\n{"t": 9, "do": "detach"}'
