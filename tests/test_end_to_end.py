@@ -219,6 +219,14 @@ def test_sim_rejects_a_bad_scenario_clearly(tmp_path):
     path.write_text('{"t": 0, "do": "turn", "steps": 5, "rate": 100}\n{"t": 10, "do": "explode"}\n')
     out = subprocess.run([*MAGCAM, "sim", "--scenario", str(path)], capture_output=True, text=True, timeout=30)
     assert out.returncode == 1 and "line 2" in out.stderr and "Traceback" not in out.stderr
+    # A JSON true passed CPython's check (True is an int there) and failed in the firmware, after
+    # the port was printed; a negative time was taken silently.
+    for line in ('{"t": true, "do": "detach"}', '{"t": 0, "do": "turn", "steps": true, "rate": 5}',
+                 '{"t": -100, "do": "attach"}'):
+        path.write_text(line + "\n")
+        out = subprocess.run([*MAGCAM, "sim", "--scenario", str(path)], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 1 and "line 1" in out.stderr and "Traceback" not in out.stderr, (line, out.stderr)
+        assert out.stdout == "", line  # refused before any port was offered
 
 
 def test_sim_option_errors_are_said_before_it_starts(tmp_path):
