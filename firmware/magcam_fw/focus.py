@@ -65,6 +65,12 @@ def _tdiv(a, b):
     return a // b if a >= 0 else -((-a) // b)
 
 
+def _rdiv(a, b):
+    """a / b rounded to the nearest, halves away from zero (b > 0): a rate over a tick-jittered
+    time (1000 / 201 ms) must read 5, not truncate to 4."""
+    return (2 * a + b) // (2 * b) if a >= 0 else -((b - 2 * a) // (2 * b))
+
+
 class Focus:
     def __init__(self, actuator, lo, hi, start=None, curve=DEFAULT_CURVE):
         if lo > hi:
@@ -145,13 +151,13 @@ class Focus:
             dt = ticks_diff(t_head, ts[j]) if n > 1 else _MAX_PERIOD_MS
             if not _MAX_AGE_MS < dt <= _MAX_PERIOD_MS:
                 dt = _MAX_PERIOD_MS
-            return _tdiv((count - self._prev) * 1000, dt)
+            return _rdiv((count - self._prev) * 1000, dt)
         span = ticks_diff(t_head, ts[ref])  # over k - 1 moving intervals
         # Hold the rate while the next movement is not yet overdue (one mean interval after
         # the last), then let it decay with the time since: steady turns read steady.
         late = gap - span // (k - 1)
         dt = span + late if late > 0 else span
-        return _tdiv((count - self._cs[ref]) * 1000, dt if dt > 0 else 1)
+        return _rdiv((count - self._cs[ref]) * 1000, dt if dt > 0 else 1)
 
     def update(self, count, now=None):
         """Move the lens by the ring's movement since the last call.

@@ -100,6 +100,22 @@ def test_velocity_of_steady_turns():
         assert min(seen) >= rate - tol and max(seen) <= rate + tol, (rate, min(seen), max(seen))
 
 
+def test_velocity_of_slow_turns_with_a_jittery_tick():
+    # The control tick is not exact (10-12 ms here): the time between two detents at 5/s is
+    # then 200-210 ms, and 1000 / 201 truncated read 4 (20 % low) every other detent.
+    for rate in (5, -5, 10, 20):
+        _, f = _wide()
+        seen, t, k = [], 0, 0
+        while t <= 3000:
+            d = t * rate // 1000 if rate >= 0 else -((-rate) * t // 1000)
+            f.update(d, t)
+            if t > 1000:  # after a few detents
+                seen.append(f.velocity)
+            t += (10, 12, 11, 12, 10, 11, 12)[k % 7]
+            k += 1
+        assert min(seen) == rate == max(seen), (rate, min(seen), max(seen))
+
+
 def test_velocity_slow_isolated_detents_and_rest():
     _, f = _wide()
     f.update(1, 0)  # a first detent after rest reads as slow: 1 per second
