@@ -164,6 +164,18 @@ def test_capture_is_not_repeated_when_a_command_is_retried():
             link.wait_frame(2, timeout=0.5)  # no second capture happened
 
 
+def test_a_new_session_is_not_answered_from_the_last_ones_replies():
+    """A host that counts its seqs as the previous one did (a phone app starting from 1) must
+    have its commands done, not answered from the previous session's reply cache."""
+    with Simulator() as sim:
+        for position in (100, 900):
+            with Link(sim.port) as link:
+                link.open_session()
+                link._seq = 10  # both hosts send SET_LENS with seq 11
+                assert link.command(P.CMD_SET_LENS, {"position": position})["value"] == position
+                link.command(P.CMD_DISCONNECT)
+
+
 def test_garbage_and_bad_commands_are_survived(descriptor):
     with Simulator() as sim, Link(sim.port) as link:
         link.open_session()

@@ -209,6 +209,11 @@ class App:
             if self._cached_reply(seq) is None or not self.session:
                 self._sessions += 1
                 self.session = self._sessions
+                # A new host may count its seqs from where the last one did (from 1, say): the
+                # last session's replies must not answer its commands, which would not be done.
+                for slot in self._replies:
+                    slot[0] = -1
+                    slot[1] = None
                 self.hal.on_connect()
             self._reply(seq, True, self.session)
             self._hello()
