@@ -396,3 +396,19 @@ def test_udev_rule_covers_every_known_usb_id() -> None:
             covered.add((int(vid[1], 16), int(pid[1], 16) if pid else None))
     known = {k for k in KNOWN_USB_IDS if k != (registry.SIM_VID, registry.SIM_PID)}
     assert known <= covered, f"not in docs/udev/99-magcam.rules: {known - covered}"
+
+
+def test_a_port_held_by_another_program_is_said_to_be_busy() -> None:
+    """mpremote hides why it could not open the port; the reason asked of pyserial must be the
+    one mpremote met (an exclusive lock held by `magcam monitor`, a terminal), not "failed to open"."""
+    import serial
+
+    master, slave = os.openpty()  # a board's port, as far as deploy can tell
+    port = os.ttyname(slave)
+    try:
+        with serial.Serial(port, exclusive=True):
+            with pytest.raises(DeployError, match="the port is busy: close `magcam monitor`"):
+                deploy(port, board="rpi-pico")
+    finally:
+        os.close(master)
+        os.close(slave)

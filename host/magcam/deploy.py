@@ -332,8 +332,8 @@ def _open_serial(port: str):
         with _quiet():
             return SerialTransport(port, baudrate=115200)
     except TransportError:
-        try:  # mpremote hides why: ask pyserial for the reason
-            serial.Serial(port).close()
+        try:  # mpremote hides why: ask pyserial, opening as mpremote does (exclusive: a held port says busy)
+            serial.Serial(port, exclusive=True).close()
             why = "failed to open"
         except (serial.SerialException, OSError) as e:
             why = str(e)
