@@ -556,10 +556,10 @@ def process_cmd(inputs: tuple[Path, ...], out: str, preset: str, method: str | N
 
     out_reporter = Reporter(json_mode)
     inputs, sidecars = _without_sidecars(inputs)
-    for sidecar in sidecars:  # `magcam process shots/*`: capture wrote a .json beside each .dng
-        if json_mode:
+    if json_mode:  # `magcam process shots/*`: capture wrote a .json beside each .dng
+        for sidecar in sidecars:
             out_reporter.event({"type": "skipped", "input": str(sidecar), "reason": "capture sidecar"})
-    if sidecars and not json_mode:
+    elif sidecars:
         out_reporter.info(f"skipped {len(sidecars)} capture sidecar(s) (.json beside their RAW files)")
     said_dir = out.endswith(("/", os.sep))  # `-o 2024.06.01/`: a folder, whatever its "suffix"
     out = Path(out)
