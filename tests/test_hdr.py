@@ -344,7 +344,9 @@ def test_cli_refuses_bad_input_with_exit_1(dng_bracket, tmp_path, case):
     out = run_cli("hdr", *map(str, args), "-o", str(tmp_path / "o")) if case == "truncated" else \
         invoke("hdr", *map(str, args), "-o", str(tmp_path / "o"))
     assert out.returncode == 1, (out.stdout, out.stderr)
-    assert out.stderr.startswith("error: ") and name in out.stderr and "Traceback" not in out.stderr
+    # Progress lines, if any, come before (stderr, in a pipe); the error is the last line.
+    last = out.stderr.splitlines()[-1]
+    assert last.startswith("error: ") and name in last and "Traceback" not in out.stderr, out.stderr
     assert not (tmp_path / "o.dng").exists() and not (tmp_path / "o.jpg").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
 
