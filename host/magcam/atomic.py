@@ -84,7 +84,7 @@ def output_problem(out: str | os.PathLike, inputs=(), *, make_dirs: bool = False
     out = Path(out)
     clash = next((i for i in inputs if i is not None and same_file(i, out)), None)
     if clash is not None:
-        return f"is also an input ({clash})"
+        return f"is also an input ({clash}); write to a new name"
     try:
         target = writable_target(out)
     except NotRegularFileError as e:

@@ -672,7 +672,12 @@ def _without_sidecars(inputs: tuple[Path, ...]) -> tuple[tuple[Path, ...], list[
 def _first_clash(inputs: tuple[Path, ...], targets: list[Path]) -> str | None:
     """Why the outputs cannot go where they would, or None: onto an input, or two onto one name
     (the second would silently replace the first; names compared case-folded, as a macOS or
-    Windows disk would)."""
+    Windows disk would), or one input given twice."""
+    from .atomic import repeated
+
+    twice = repeated(inputs)
+    if twice is not None:
+        return f"{twice[1]} is given twice"
     by_id: dict[tuple[int, int], Path] = {}  # (device, inode), as os.path.samefile compares
     for src in inputs:
         with contextlib.suppress(OSError):
@@ -690,10 +695,7 @@ def _first_clash(inputs: tuple[Path, ...], targets: list[Path]) -> str | None:
         if key not in seen:
             seen[key] = src
             continue
-        first = seen[key]
-        if os.path.realpath(first) == os.path.realpath(src):
-            return f"{src} is given twice"
-        return f"{first} and {src} would both be written to {dst}; develop them into different directories"
+        return f"{seen[key]} and {src} would both be written to {dst}; develop them into different directories"
     return None
 
 

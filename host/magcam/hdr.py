@@ -443,7 +443,7 @@ def merge_files(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, r
     for o in (dng_path, jpg_path):  # said now, not after the reading and merging
         why = output_problem(o, paths, make_dirs=True)
         if why is not None:
-            raise PipelineError(f"{o}: {why}" + ("; write the merge to a new name" if "input" in why else ""))
+            raise PipelineError(f"{o}: {why}")
     images = []
     for i, p in enumerate(paths, 1):
         images.append(rawio.read(p))
