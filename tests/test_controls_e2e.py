@@ -93,6 +93,7 @@ def test_attach_chatter_is_debounced(tmp_path):
 @pytest.mark.parametrize("stimulus,cause", [
     ({"do": "load", "ma": 2500}, "over_current"),
     ({"do": "vbus", "mv": 4000}, "under_voltage"),
+    ({"do": "vbus", "mv": 20000}, "over_voltage"),
     ({"do": "temp", "c": 85}, "over_temperature"),
 ])
 def test_faults_cut_the_rail_in_the_same_tick(tmp_path, stimulus, cause):

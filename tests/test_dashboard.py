@@ -24,6 +24,7 @@ from magcam.dashboard import (
     Dashboard,
     DashboardView,
     RateWindow,
+    fault_value,
     lens_bar,
     run_dashboard,
 )
@@ -128,6 +129,15 @@ def test_lens_fraction_clamps_and_end_stops(descriptor, clock):
     assert re.search(r"end-stop\s+at MIN", text)
     assert Dashboard(clock=clock).lens_range is None  # no descriptor: no bar, no crash
     assert lens_bar(0.25, 8) == "██░░░░░░" and lens_bar(1.5, 4, ascii_only=True) == "####"
+
+
+def test_every_fault_the_firmware_produces_is_shown_in_its_unit():
+    reserved = {"none", "vbus_lost", "brownout", "watchdog", "sensor"}  # docs/protocol.md 7.5
+    produced = [c for c in P.FAULT_CAUSES if c not in reserved]
+    assert "over_voltage" in produced
+    for cause in produced:
+        assert fault_value(cause, 5600) != "5600", cause
+    assert fault_value("over_voltage", 20000) == "20000 mV"
 
 
 def test_faults_and_log_lines_keep_a_short_history(descriptor, clock):

@@ -13,12 +13,15 @@ One state machine; ``state`` is an index into ``protocol.POWER_STATES``::
   which the app passes to ``grant(mw, now)``.
 - ``soft_start``: for ``soft_start_ms`` after the switch closes the over-current limit is
   ``inrush_ma`` and under-voltage and the budget are not judged (the rail is still charging
-  the sensor's capacitors); over-temperature is.
-- ``on``: over_current (``ma > max_ma``), under_voltage (``mv < min_mv``), over_temperature
-  (``mc > max_mc``), in that order, and over_budget (``mv * ma / 1000 > granted_mw`` for longer
+  the sensor's capacitors); over-voltage and over-temperature are.
+- ``on``: over_current (``ma > max_ma``), under_voltage (``mv < min_mv``), over_voltage
+  (``mv > max_mv``), over_temperature (``mc > max_mc``), in that order, and over_budget (``mv * ma / 1000 > granted_mw`` for longer
   than ``over_budget_ms``). ``update()`` returns the cause (``protocol.FAULT_CAUSES`` index) in
   the call that opened the switch, 0 otherwise; ``last_value`` is the offending reading (mA,
   mV, m°C, or mW for over_budget).
+- Over-voltage: VBUS above ``max_mv`` (a charger or phone offering 9-20 V, a faulty source)
+  would reach the sensor's 5 V parts through the closed switch, so it is judged from the first
+  tick the switch is closed and, like under-voltage, stops the switch from closing.
 - The switch never closes into a known fault: before closing (``granted`` and at the end of
   ``retry_wait``) the readings it can judge with the switch open, voltage and temperature, must
   be good; until they are it stays open in the same state and ``blocked`` names the cause.
@@ -53,12 +56,14 @@ LATCHED = const(7)
 OVER_CURRENT = const(1)
 UNDER_VOLTAGE = const(2)
 OVER_TEMPERATURE = const(3)
+OVER_VOLTAGE = const(9)
 OVER_BUDGET = const(8)
 
 DEFAULT_LIMITS = {
     "max_ma": 1500,  # over_current once on (ma > max_ma)
     "inrush_ma": 3000,  # over_current during soft start
     "min_mv": 4400,  # under_voltage once on (mv < min_mv); also needed before closing
+    "max_mv": 5500,  # over_voltage (mv > max_mv), soft start included; also needed before closing
     "max_mc": 70000,  # over_temperature (mc > max_mc); also needed before closing
     "soft_start_ms": 50,  # inrush window after the switch closes
     "retry_ms": 1000,  # first back-off after a fault
@@ -115,6 +120,8 @@ class PowerRail:
             return OVER_CURRENT
         if mv < lim["min_mv"]:
             return UNDER_VOLTAGE
+        if mv > lim["max_mv"]:
+            return OVER_VOLTAGE
         if mc > lim["max_mc"]:
             return OVER_TEMPERATURE
         return 0
@@ -138,6 +145,8 @@ class PowerRail:
             if ticks_diff(now, self._since) < lim["soft_start_ms"]:
                 if ma > lim["inrush_ma"]:
                     return self._trip(OVER_CURRENT, ma, now)
+                if mv > lim["max_mv"]:
+                    return self._trip(OVER_VOLTAGE, mv, now)
                 if mc > lim["max_mc"]:
                     return self._trip(OVER_TEMPERATURE, mc, now)
                 return 0
@@ -161,7 +170,7 @@ class PowerRail:
         cause = self.check(mv, ma, mc)
         if cause == OVER_CURRENT:
             return self._trip(cause, ma, now)
-        if cause == UNDER_VOLTAGE:
+        if cause == UNDER_VOLTAGE or cause == OVER_VOLTAGE:
             return self._trip(cause, mv, now)
         if cause:
             return self._trip(cause, mc, now)
@@ -210,6 +219,8 @@ class PowerRail:
         lim = self.limits
         if mv < lim["min_mv"]:
             self.blocked = UNDER_VOLTAGE
+        elif mv > lim["max_mv"]:
+            self.blocked = OVER_VOLTAGE
         elif mc > lim["max_mc"]:
             self.blocked = OVER_TEMPERATURE
         else:

@@ -145,7 +145,7 @@ POWER_STATES = ("off", "requesting", "granted", "soft_start", "on", "fault", "re
 THERMAL_STATES = ("normal", "derated", "suspended")
 FAULT_CAUSES = (
     "none", "over_current", "under_voltage", "over_temperature", "vbus_lost", "brownout", "watchdog", "sensor",
-    "over_budget",
+    "over_budget", "over_voltage",
 )
 # One persisted fault-log record, as CMD_FAULTS_READ returns them back to back in the ACK data:
 # boot number, device time (ms), cause, the reading that tripped it.

@@ -38,7 +38,8 @@ HISTORY = 5  # faults and log lines kept for the short lists
 DEVICE_TIME_MODULO = 1 << 30  # device times wrap (docs/protocol.md, section 6)
 
 # EV_FAULT `value` units, per cause (docs/protocol.md, section 7.5).
-_FAULT_UNITS = {"over_current": "mA", "under_voltage": "mV", "over_temperature": "m°C", "over_budget": "mW"}
+_FAULT_UNITS = {"over_current": "mA", "under_voltage": "mV", "over_voltage": "mV", "over_temperature": "m°C",
+                "over_budget": "mW"}
 
 
 class RateWindow:

@@ -64,15 +64,17 @@ def test_power_state_and_cause_numbers_are_the_wire_ones():
     assert P.FAULT_CAUSES[power.UNDER_VOLTAGE] == "under_voltage"
     assert P.FAULT_CAUSES[power.OVER_TEMPERATURE] == "over_temperature"
     assert P.FAULT_CAUSES[power.OVER_BUDGET] == "over_budget"
+    assert P.FAULT_CAUSES[power.OVER_VOLTAGE] == "over_voltage"
 
 
 def test_power_default_limits_and_overrides():
-    want = {"max_ma", "inrush_ma", "min_mv", "max_mc", "soft_start_ms", "retry_ms", "retry_max_ms",
+    want = {"max_ma", "inrush_ma", "min_mv", "max_mv", "max_mc", "soft_start_ms", "retry_ms", "retry_max_ms",
             "latch_faults", "latch_window_ms", "request_mw", "min_grant_mw", "over_budget_ms", "budget_mw"}
     assert set(power.DEFAULT_LIMITS) == want
     d = power.DEFAULT_LIMITS
     assert d["inrush_ma"] > d["max_ma"] and d["retry_max_ms"] >= d["retry_ms"] and d["latch_faults"] >= 2
     assert d["min_grant_mw"] <= d["request_mw"]
+    assert d["min_mv"] < GOOD[0] < d["max_mv"] < 9000  # USB's 5 V passes; a 9 V PD source does not
     _, rail = _rail(max_ma=500)
     assert rail.limits["max_ma"] == 500 and rail.limits["min_mv"] == d["min_mv"]
     assert power.DEFAULT_LIMITS["max_ma"] == 1500  # the defaults themselves are not modified
@@ -134,6 +136,7 @@ def test_power_each_fault_cuts_in_the_same_update():
     cases = (
         ((5000, 1501, 30000), power.OVER_CURRENT, 1501, "over_current"),
         ((4399, 250, 30000), power.UNDER_VOLTAGE, 4399, "under_voltage"),
+        ((5501, 250, 30000), power.OVER_VOLTAGE, 5501, "over_voltage"),
         ((5000, 250, 70001), power.OVER_TEMPERATURE, 70001, "over_temperature"),
     )
     for reading, cause, value, name in cases:
@@ -152,6 +155,10 @@ def test_power_limits_are_inclusive_and_configurable():
     sw, rail = _rail()
     t = _to_on(rail)
     assert rail.update(True, 4400, 1000, 70000, now=t + 1) == 0 and sw.on  # exactly at the limits
+    assert rail.update(True, 5500, 1000, 70000, now=t + 2) == 0 and sw.on
+    sw, rail = _rail(max_mv=5250)
+    t = _to_on(rail)
+    assert rail.update(True, 5251, 250, 30000, now=t + 1) == power.OVER_VOLTAGE and not sw.on
     sw, rail = _rail(max_ma=500)
     t = _to_on(rail)
     assert rail.update(True, 5000, 501, 30000, now=t + 1) == power.OVER_CURRENT and not sw.on
@@ -163,6 +170,8 @@ def test_power_check_priority():
     assert rail.check(4000, 2000, 80000) == power.OVER_CURRENT
     assert rail.check(4000, 100, 80000) == power.UNDER_VOLTAGE
     assert rail.check(5000, 100, 80000) == power.OVER_TEMPERATURE
+    assert rail.check(20000, 100, 80000) == power.OVER_VOLTAGE
+    assert rail.check(20000, 2000, 80000) == power.OVER_CURRENT
     # In update() too: over-current wins over a sagging voltage.
     sw, rail = _rail()
     t = _to_on(rail)
@@ -194,6 +203,13 @@ def test_power_soft_start_tolerates_inrush_but_not_more():
     rail.grant(GRANT, 0)
     rail.update(True, *GOOD, now=10)
     assert rail.update(True, 5000, 250, 70001, now=11) == power.OVER_TEMPERATURE and not sw.on
+    # So is over-voltage: the sensor must not sit on a 9-20 V source for the inrush window.
+    sw, rail = _rail()
+    rail.update(True, *GOOD, now=0)
+    rail.grant(GRANT, 0)
+    rail.update(True, *GOOD, now=10)
+    assert rail.update(True, 9000, 250, 30000, now=11) == power.OVER_VOLTAGE and not sw.on
+    assert rail.last_value == 9000
     # Under-voltage at the end of soft start is caught in the update that ends it.
     sw, rail = _rail(soft_start_ms=50)
     rail.update(True, *GOOD, now=0)
@@ -379,7 +395,8 @@ def test_power_reset_forgets_the_fault_history():
 
 
 def test_power_never_closes_into_a_known_fault():
-    for bad, cause in (((4300, 0, 30000), power.UNDER_VOLTAGE), ((5000, 0, 75000), power.OVER_TEMPERATURE)):
+    for bad, cause in (((4300, 0, 30000), power.UNDER_VOLTAGE), ((20000, 0, 30000), power.OVER_VOLTAGE),
+                       ((5000, 0, 75000), power.OVER_TEMPERATURE)):
         sw, rail = _rail()
         rail.update(True, *bad, now=0)
         rail.grant(GRANT, 0)
