@@ -14,6 +14,7 @@ import json
 import os
 
 from magcam_fw.compat import const
+from magcam_fw.power import DEFAULT_LIMITS
 
 FILENAME = "descriptor.json"
 REQUIRED = ("module", "serial", "make", "model", "sensor", "lens", "color")
@@ -97,8 +98,14 @@ def _problem(d):
         if not isinstance(power, dict):
             return "'power' must be an object"
         for k in power:
+            # A misspelt limit would silently leave the default in force.
+            if k not in DEFAULT_LIMITS:
+                return "power.%s is not a power limit (docs/power.md)" % k
             if not _is_int(power[k]) or power[k] < 0:
                 return "power.%s must be a whole number >= 0" % k
+        # An empty voltage window would keep the rail from ever closing.
+        if power.get("min_mv", DEFAULT_LIMITS["min_mv"]) >= power.get("max_mv", DEFAULT_LIMITS["max_mv"]):
+            return "power.min_mv must be below power.max_mv"
     return None
 
 

@@ -90,6 +90,9 @@ def test_check_refuses_wrong_types_and_ranges_with_a_reason():
         (("color", "color_matrix_1"), [1, 0, 0, 0, 1, 0, 0, 0, "1"], "color.color_matrix_1 must be 9 numbers"),
         (("power",), [1], "'power' must be an object"),
         (("power",), {"max_ma": "lots"}, "power.max_ma must be a whole number >= 0"),
+        (("power",), {"max_mA": 1200}, "power.max_mA is not a power limit"),
+        (("power",), {"max_mv": 4000}, "power.min_mv must be below power.max_mv"),
+        (("power",), {"min_mv": 5000, "max_mv": 5000}, "power.min_mv must be below power.max_mv"),
     ]
     for path, value, reason in cases:
         d = json.loads(_good())
@@ -100,7 +103,7 @@ def test_check_refuses_wrong_types_and_ranges_with_a_reason():
         why = D.check(json.dumps(d))
         assert why is not None and why.startswith(reason), (path, value, why)
     d = json.loads(_good())
-    d["power"] = {"max_ma": 1200, "budget_mw": 4000}
+    d["power"] = {"max_ma": 1200, "budget_mw": 4000, "min_mv": 4600, "max_mv": 5300}
     assert D.check(json.dumps(d)) is None
     assert D.check("[1, 2]") == "not a JSON object"
 
