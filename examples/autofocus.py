@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 import magcam
+from magcam.autofocus import AutofocusFailed
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--port", default="auto")
@@ -18,7 +19,10 @@ ap.add_argument("--out", type=Path, default=Path("sharp.dng"))
 args = ap.parse_args()
 
 with magcam.connect(args.port) as cam:
-    af = cam.autofocus(on_point=lambda n, pos, measure: print(f"  frame {n:2d}  lens {pos:5d}  focus {measure:.4f}"))
+    try:
+        af = cam.autofocus(on_point=lambda n, pos, measure: print(f"  frame {n:2d}  lens {pos:5d}  focus {measure:.4f}"))
+    except AutofocusFailed as e:  # a featureless region: the lens is back where it was
+        raise SystemExit(f"error: {e}")
     print(f"focused at lens position {af.position} (fitted peak {af.peak:.2f}), "
           f"{af.frames} frames in {af.seconds:.1f} s")
     path = cam.capture_dng(args.out, width=1024, height=768)

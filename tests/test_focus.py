@@ -128,6 +128,36 @@ def test_autofocus_ends_within_one_step_from_both_ends_with_noise(distance):
             assert len([e for e in lines if e["type"] == "af"]) == result["frames"] == len(result["curve"])
 
 
+def test_autofocus_on_a_featureless_scene_fails_and_puts_the_lens_back(tmp_path):
+    from magcam.autofocus import MIN_CONTRAST, AutofocusFailed
+
+    with Simulator(scene="flat", focus_distance=1.0, seed=11) as sim:
+        with magcam.connect(sim.port) as cam:
+            assert cam.set_lens_position(333) == 333
+            with pytest.raises(AutofocusFailed, match="nothing to focus on") as failed:
+                cam.autofocus(exposure_us=2000, analog_gain=4.0)  # noise is all there is to measure
+            af = failed.value.result
+            assert 1.0 < af.contrast < MIN_CONTRAST and af.frames == len(af.curve) > 25
+            assert af.position == 333 and cam.capture_raw(64, 48).lens_position == 333
+        run = subprocess.run([*MAGCAM, "focus", "--sweep", "--port", sim.port], capture_output=True, text=True,
+                             timeout=60)
+        assert run.returncode == 1 and "nothing to focus on" in run.stderr.splitlines()[-1], run.stderr
+        assert "Traceback" not in run.stderr
+
+
+def test_autofocus_refused_by_a_hot_module_leaves_the_lens_where_it_was(tmp_path):
+    from magcam.link import CommandRejected
+
+    scenario = tmp_path / "hot.jsonl"
+    scenario.write_text('{"t": 0, "do": "temp", "c": 67}\n')  # thermally suspended, rail still on
+    with Simulator(scenario=scenario, focus_distance=1.0) as sim, magcam.connect(sim.port) as cam:
+        assert any(e["type"] == "thermal" and e["state"] == "suspended" for e in cam.events(timeout=3))
+        assert cam.set_lens_position(444) == 444
+        with pytest.raises(CommandRejected, match="too hot"):
+            cam.autofocus()
+        assert cam.lens_position == 444  # before: left at the first sweep position (0)
+
+
 # ---- the monitor's focus meter -------------------------------------------------------------------
 def test_monitor_focus_meter_tracks_the_ring(tmp_path):
     distance = 1.0

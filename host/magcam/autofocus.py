@@ -11,6 +11,13 @@ a small RAW frame at each, and scores it with a focus measure (:mod:`magcam.focu
    smooth and symmetric about focus: the blur circle grows linearly with the lens offset);
 4. the lens is commanded to the rounded vertex and left there.
 
+AF that finds nothing to focus on fails instead of picking a peak out of noise: a featureless
+region (a wall, a lens cap, the sky) gives a flat curve whose largest point is only sensor
+noise, a few per cent above the rest. The peak must stand at least ``MIN_CONTRAST`` times
+above the coarse sweep's median; if it does not, or if a frame cannot be taken (the module is
+too hot, the link fails), the lens goes back to where AF found it and the error says why
+(:class:`AutofocusFailed` carries the curve).
+
 Each frame's own header says where the lens was during its exposure, so a ring turned during
 AF cannot mislabel a point. About 50 frames of 320x240: under a second with the simulator.
 
@@ -21,6 +28,7 @@ Usage::
         af = cam.autofocus(roi=(0.25, 0.25, 0.5, 0.5))      # or magcam.autofocus.autofocus(cam)
         print(af.position, af.frames, f"{af.seconds:.2f} s")
         for pos, value in af.curve: ...
+    # AutofocusFailed (a PipelineError): no contrast in the region; e.result.curve has the sweep
 """
 
 from __future__ import annotations
@@ -37,6 +45,9 @@ AF_SIZE = (320, 240)
 COARSE_POINTS = 25  # intervals over the whole range in the first sweep
 FINE_STEP = 2
 FINE_HALF_SPAN = 10  # the last sweep covers best +- this many steps
+# A featureless region's curve is noise: its largest of ~26 points is ~1.1x its median (the
+# simulator at gains 1-8); a scene with anything to focus on peaks far higher (6-130x there).
+MIN_CONTRAST = 1.25
 
 
 @dataclass
@@ -51,12 +62,21 @@ class AfResult:
     seconds: float = 0.0
     method: str = "tenengrad"
     roi: tuple = DEFAULT_ROI
+    contrast: float = 0.0  # the peak measure over the coarse sweep's median (>= MIN_CONTRAST)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["curve"] = [[int(p), float(m)] for p, m in self.curve]
         d["roi"] = list(self.roi)
         return d
+
+
+class AutofocusFailed(PipelineError):
+    """AF found no focus; the lens is back where it started. ``result`` has the sweep so far."""
+
+    def __init__(self, message: str, result: AfResult):
+        super().__init__(message)
+        self.result = result
 
 
 def fit_peak(points: list[tuple[float, float]]) -> float | None:
@@ -114,7 +134,9 @@ def autofocus(cam, *, roi=DEFAULT_ROI, method: str = "tenengrad", width: int = A
     """Contrast AF over the whole lens range; leaves the lens at the sharpest position.
 
     ``on_point(n, position, measure)`` is called after each frame (progress). Raises
-    PipelineError for a bad method or ROI; link errors (LinkError, FrameError) pass through.
+    PipelineError for a bad method or ROI, and AutofocusFailed when the region has no contrast
+    to focus on; link errors (LinkError, FrameError) and NAKs pass through. Whenever AF fails
+    after it moved the lens, the lens goes back to where it was.
     """
     if method not in METHODS:
         raise PipelineError(f"unknown focus measure {method!r}; expected one of {METHODS}")
@@ -122,14 +144,46 @@ def autofocus(cam, *, roi=DEFAULT_ROI, method: str = "tenengrad", width: int = A
     t0 = time.monotonic()
     lens = cam.descriptor["lens"]
     lo, hi = int(lens["position_min"]), int(lens["position_max"])
-    here = cam.lens_position
-    here = lo if here is None else here
+    start_position = cam.lens_position
+    here = lo if start_position is None else start_position
     sw = _Sweeper(cam, method, roi, width, height, exposure_us, analog_gain, on_point)
+    try:
+        peak, contrast = _sweep(sw, lo, hi, here)
+    except Exception:  # not on Ctrl-C: stop at once
+        _put_back(cam, start_position)
+        raise
+    result = AfResult(position=int(here), peak=float(peak), measure=max(sw.best.values()), curve=sw.curve,
+                      frames=len(sw.curve), seconds=0.0, method=method, roi=roi, contrast=contrast)
+    if contrast < MIN_CONTRAST:
+        back = _put_back(cam, start_position)
+        result.position = int(back) if back is not None else sw.curve[-1][0]
+        result.seconds = time.monotonic() - t0
+        raise AutofocusFailed(f"autofocus found nothing to focus on: the sharpest frame is {contrast:.2f}x the "
+                              f"sweep's median, below {MIN_CONTRAST}x (a featureless or too dark region?); "
+                              f"lens back at {result.position}", result)
+    final = int(min(max(round(peak), lo), hi))
+    result.position = int(cam.set_lens_position(final))
+    result.seconds = time.monotonic() - t0
+    return result
 
+
+def _put_back(cam, position) -> int | None:
+    """Best effort: the lens back where AF found it (the link may be what failed); where it got."""
+    if position is None:
+        return None
+    try:
+        return cam.set_lens_position(position)
+    except Exception:
+        return None
+
+
+def _sweep(sw: _Sweeper, lo: int, hi: int, here: int) -> tuple[float, float]:
+    """The three sweeps; the fitted peak and the contrast (peak measure / coarse median)."""
     # 1. coarse, from the nearer end
     coarse = max(1, (hi - lo) // COARSE_POINTS)
     start, stop = (lo, hi) if here - lo <= hi - here else (hi, lo)
     sw.measure(_span(lo, hi, start, stop, coarse))
+    floor = float(np.median([m for _, m in sw.curve]))
     best = sw.argmax()
     # 2. finer, around the coarse peak
     mid = max(1, coarse // 5)
@@ -148,7 +202,5 @@ def autofocus(cam, *, roi=DEFAULT_ROI, method: str = "tenengrad", width: int = A
         if abs(peak - centre) <= FINE_HALF_SPAN / 2:
             break
         centre = int(round(peak))
-    final = int(min(max(round(peak), lo), hi))
-    reached = cam.set_lens_position(final)
-    return AfResult(position=int(reached), peak=float(peak), measure=max(sw.best.values()), curve=sw.curve,
-                    frames=len(sw.curve), seconds=time.monotonic() - t0, method=method, roi=roi)
+    top = max(sw.best.values())
+    return peak, (top / floor if floor > 0 else (float("inf") if top > 0 else 0.0))
