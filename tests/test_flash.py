@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import magcam
 import pytest
 from esptool.bin_image import LoadFirmwareImage
 from esptool.cmds import elf2image, image_info, merge_bin
@@ -164,6 +165,18 @@ def test_wrong_inputs_are_refused_before_anything_is_written(firmware: Path, app
 def test_flash_to_a_missing_port_is_a_clear_error(firmware: Path, app_img: Path) -> None:
     with pytest.raises(FlashError, match="/dev/ttyMAGCAM-NOPE.*no such port"):
         flash(S3, "/dev/ttyMAGCAM-NOPE", firmware, app_img)
+
+
+def test_flash_to_a_simulator_says_so_at_once(firmware: Path, tmp_path: Path, monkeypatch) -> None:
+    """It used to try for 5 s, then advise holding the BOOT button."""
+    from magcam.sim import Simulator
+
+    monkeypatch.setenv("MAGCAM_SIM_REGISTRY", str(tmp_path / "registry"))
+    with Simulator() as sim:
+        with pytest.raises(FlashError, match="is a simulated module.*no chip to flash"):
+            flash(S3, sim.port, firmware, None)
+        with magcam.connect(sim.port) as cam:  # untouched: it still answers
+            assert cam.hello["version"] >= 1
 
 
 def test_cli_flash_merge_and_errors(firmware: Path, tmp_path: Path) -> None:

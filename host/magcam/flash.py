@@ -331,8 +331,13 @@ def flash(board: str | Path | dict, port: str, micropython_bin: Path | bytes | N
     from esptool.util import FatalError, flash_size_bytes
     from serial import SerialException
 
+    from .sim import registry
+
     bd, regions = plan(board, micropython_bin, app_image)
     chip = esp_chip(bd)
+    if registry.entry_for(port) is not None:  # else esptool waits for a ROM bootloader, then advises BOOT
+        raise FlashError(f"{port} is a simulated module (`magcam sim`): there is no chip to flash; it runs the "
+                         "firmware from this checkout (restart it to pick up changes)")
     stage = ["connect"]
     esp = None
     with _esptool_output(progress, log, stage) as lines:
