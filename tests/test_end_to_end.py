@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
@@ -16,7 +17,7 @@ import pytest
 import rawpy
 
 import magcam
-from conftest import REPO, tool
+from conftest import REPO, mount_tmpfs, tool
 from magcam.link import CommandRejected, Link
 from magcam.sim import Simulator
 from magcam.sim.sensor import SensorModel
@@ -145,6 +146,66 @@ def test_demo_writes_dng_readers_accept(tmp_path):
     assert exif["DNGVersion"] == "1.4.0.0" and exif["Make"] == "magcam"
     assert exif["BlackLevel"] == 256 and exif["WhiteLevel"] == 4095 and exif["FNumber"] == 1.4
     assert processes_marked(marker) == [], "the demo left a process behind"
+
+
+def _demo(out: Path, monkeypatch=None, full_disk: bool = False):
+    """`magcam demo --out OUT`: a real process, or in-process with every atomic write failing
+    with ENOSPC when this machine refuses to mount a small tmpfs (not root)."""
+    if not full_disk:
+        return subprocess.run([*MAGCAM, "demo", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    from click.testing import CliRunner
+
+    import magcam.atomic
+    from magcam.cli import main
+
+    def full_open(*args, **kw):
+        f = open(*args, **kw)
+        if Path(args[0]).parent != out:  # the simulator's own files are not on the full disk
+            return f
+
+        def write(data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        f.write = write
+        return f
+    monkeypatch.setattr(magcam.atomic, "open", full_open, raising=False)
+    res = CliRunner().invoke(main, ["demo", "--out", str(out)])
+    return subprocess.CompletedProcess([], res.exit_code, res.stdout, res.stderr)
+
+
+def test_demo_on_a_full_disk_names_the_file_and_leaves_nothing_partial(tmp_path, monkeypatch):
+    disk = tmp_path / "disk"
+    refused = mount_tmpfs(disk, "64k")  # less than the 1.6 MB DNG
+    try:
+        run = _demo(disk / "out", monkeypatch, full_disk=refused is not None)
+        left = sorted(p.name for p in (disk / "out").iterdir())
+    finally:
+        if refused is None:
+            subprocess.run(["umount", str(disk)], check=False, timeout=30)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.stderr.splitlines()[-1] == (f"error: disk full ({disk / 'out' / 'demo_0001.dng'}): No space left on "
+                                           "device; no partial file was left"), run.stderr
+    assert left == []
+
+
+def test_demo_refuses_an_unwritable_folder_before_it_starts(tmp_path):
+    ro = tmp_path / "ro"
+    if os.geteuid() == 0:  # root writes through modes: a read-only filesystem refuses even root
+        refused = mount_tmpfs(ro, "64k")
+        assert refused is None, refused  # root may mount
+        subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True, timeout=30)
+    else:
+        ro.mkdir()
+        ro.chmod(0o555)
+    try:
+        run = _demo(ro / "out")
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(ro)], check=False, timeout=30)
+        else:
+            ro.chmod(0o755)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.stderr.splitlines()[-1] == f"error: cannot write into {ro / 'out'}: directory {ro} is not writable"
+    assert "simulated module" not in run.stdout  # said at once, not after the whole run
 
 
 def test_capture_is_not_repeated_when_a_command_is_retried():

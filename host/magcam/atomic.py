@@ -34,9 +34,11 @@ def atomic_path(path: str | os.PathLike):
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not e.filename:  # a failed write() (ENOSPC) names no file
+            e.filename = str(path)
         raise
     # Make the rename itself durable.
     with contextlib.suppress(OSError):

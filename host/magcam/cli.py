@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import sys
@@ -106,13 +107,17 @@ def main() -> None:
 @click.option("--json", "json_mode", is_flag=True, help="One JSON object per line, for scripts.")
 def demo(out_dir: Path, scene: str | None, seed: int, json_mode: bool) -> None:
     """Run the simulated module end to end: live events, one RAW capture, DNG + JPEG."""
+    from .capture import describe_os_error
     from .demo import run_demo
     from .sim import SimulatorError
 
     out = Reporter(json_mode)
     try:
         run_demo(out_dir, out, scene=scene, seed=seed)
-    except (LinkError, SimulatorError, OSError, ValueError) as e:
+    except OSError as e:
+        out.error(describe_os_error(e) if e.errno in (errno.ENOSPC, errno.EDQUOT) else str(e))
+        sys.exit(1)
+    except (LinkError, SimulatorError, ValueError) as e:
         out.error(str(e))
         sys.exit(1)
 

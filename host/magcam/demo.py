@@ -9,6 +9,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from .atomic import output_problem
 from .camera import connect
 from .dng import write_dng
 from .pipeline import develop, write_jpeg
@@ -25,6 +26,9 @@ CAPTURE_SIZE = (1024, 768)
 
 
 def run_demo(out_dir: Path, out: Reporter, *, scene: str | None = None, seed: int = 0) -> dict:
+    problem = output_problem(out_dir / "demo.dng", make_dirs=True)  # said now, not after the run
+    if problem:
+        raise OSError(f"cannot write into {out_dir}: {problem}")
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="magcam-demo-") as tmp:
         scenario = Path(tmp) / "demo.jsonl"
