@@ -165,13 +165,14 @@ def make_transport(rt, bd):
 
 
 def descriptor_text(storage):
-    """The module descriptor: the device's own if it is usable, else the factory one."""
+    """(text, why): the device's own descriptor if it is usable, else the factory one and why
+    the device's was not used (the app tells the host too)."""
     from magcam_fw import descriptor
 
     text, why = descriptor.usable(storage)
     if why:
         log("descriptor on the device unusable (%s): using the factory one" % why)
-    return text
+    return text, why
 
 
 def stay_in_repl(rt, bd, machine=None, rp2=None, sleep_ms=None, exists=_exists):
@@ -224,7 +225,8 @@ def run_app(rt, bd, hal, state, platform):
 
     transport = make_transport(rt, bd)
     try:
-        app = App(hal, transport, descriptor_text(hal.storage))
+        text, why = descriptor_text(hal.storage)
+        app = App(hal, transport, text, descriptor_problem=why)
         wd = (bd or {}).get("watchdog_ms", 5000)
         if wd and hal.watchdog(wd) is None:
             log("no hardware watchdog on this runtime")

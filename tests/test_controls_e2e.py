@@ -13,6 +13,7 @@ import pytest
 
 import magcam
 from magcam.sim import Simulator
+from magcam_fw import protocol as P
 
 MAGCAM = [sys.executable, "-m", "magcam.cli"]
 
@@ -187,12 +188,19 @@ def test_descriptor_write_persists_across_restart_and_bad_ones_are_refused(tmp_p
 def test_an_unusable_descriptor_on_the_flash_falls_back_to_the_factory_one(tmp_path, descriptor):
     flash = tmp_path / "flash"
     flash.mkdir()
-    for text in ("{bad", json.dumps({"module": "x"})):
+    for text, why in (("{bad", "not JSON"), (json.dumps({"module": "x"}), "missing 'serial'")):
         (flash / "descriptor.json").write_text(text)
         with Simulator(flash=flash) as sim:  # comes up, as a board does
             with magcam.connect(sim.port) as cam:
                 assert cam.descriptor == descriptor
+                # ... and says so to the host, or a capture's DNG would quietly carry factory colour
+                logs = [e for e in cam.events(duration=0.5) if e["type"] == "log"]
+                assert [(e["level"], e["text"]) for e in logs] == [
+                    (P.LOG_WARNING, f"descriptor: {why}; using the factory one")], logs
         assert (flash / "descriptor.json").read_text() == text  # kept for the user to look at
+    (flash / "descriptor.json").write_text(json.dumps(descriptor))
+    with Simulator(flash=flash) as sim, magcam.connect(sim.port) as cam:
+        assert not [e for e in cam.events(duration=0.5) if e["type"] == "log"]
 
 
 def test_a_stream_ends_with_its_session():

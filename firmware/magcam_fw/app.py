@@ -40,8 +40,10 @@ _REPLY_CACHE = const(4)  # answers kept for retried commands (a heartbeat may co
 
 
 class App:
-    def __init__(self, hal, transport, descriptor_json, chunk_size=P.CHUNK_SIZE):
+    def __init__(self, hal, transport, descriptor_json, chunk_size=P.CHUNK_SIZE, descriptor_problem=None):
         self.hal = hal
+        # Why the device's own descriptor was not used (descriptor.usable), said in every snapshot.
+        self._descriptor_problem = descriptor_problem
         self.descriptor = json.loads(descriptor_json)
         self._descriptor_json = descriptor_json
         self.link = Link(transport, chunk_size, _MIN_PAYLOAD)
@@ -117,6 +119,9 @@ class App:
             self.link.send(P.EV_LOG, (t, P.LOG_WARNING), "safe mode: " + self._safe_reason)
         if self.faultlog.status in ("reset", "ram"):
             self.link.send(P.EV_LOG, (t, P.LOG_WARNING), "fault log: " + self.faultlog.reason)
+        if self._descriptor_problem:
+            self.link.send(P.EV_LOG, (t, P.LOG_WARNING),
+                           "descriptor: %s; using the factory one" % self._descriptor_problem)
         self._event(P.EV_ATTACH, (t, self.attach.state, self.attach.session))
         self._power_event(t)
         self._next_thermal = ticks_add(t, _THERMAL_EVERY_MS)  # the periodic one counts from here, as power's does

@@ -43,7 +43,7 @@ def main(argv=None):
     if why:  # as a board does (main.descriptor_text): the module still comes up
         sys.stderr.write("magcam: descriptor on the device unusable (%s): using the factory one\n" % why)
     try:
-        asyncio.run(App(hal, transport, text).run())
+        asyncio.run(App(hal, transport, text, descriptor_problem=why).run())
     finally:
         transport.close()
 

@@ -369,10 +369,12 @@ def test_main_state_and_descriptor_helpers():
     d = _tmpdir()
     try:
         _write(d + "/descriptor.json", "{broken")
-        assert boot_main.descriptor_text(d) == _descriptor()  # unusable: the factory one
+        text, why = boot_main.descriptor_text(d)
+        assert text == _descriptor() and why == "not JSON"  # unusable: the factory one, and why
         mine = json.loads(_descriptor())
         mine["serial"] = "MC-TEST-1"
         _write(d + "/descriptor.json", json.dumps(mine))
-        assert json.loads(boot_main.descriptor_text(d))["serial"] == "MC-TEST-1"
+        text, why = boot_main.descriptor_text(d)
+        assert json.loads(text)["serial"] == "MC-TEST-1" and why is None
     finally:
         _rmtree(d)
