@@ -15,8 +15,8 @@ One state machine; ``state`` is an index into ``protocol.POWER_STATES``::
   ``inrush_ma`` and under-voltage and the budget are not judged (the rail is still charging
   the sensor's capacitors); over-voltage and over-temperature are.
 - ``on``: over_current (``ma > max_ma``), under_voltage (``mv < min_mv``), over_voltage
-  (``mv > max_mv``), over_temperature (``mc > max_mc``), in that order, and over_budget (``mv * ma / 1000 > granted_mw`` for longer
-  than ``over_budget_ms``). ``update()`` returns the cause (``protocol.FAULT_CAUSES`` index) in
+  (``mv > max_mv``), over_temperature (``mc > max_mc``), in that order, and over_budget
+  (``mv * ma / 1000 > granted_mw`` for longer than ``over_budget_ms``). ``update()`` returns the cause (``protocol.FAULT_CAUSES`` index) in
   the call that opened the switch, 0 otherwise; ``last_value`` is the offending reading (mA,
   mV, m°C, or mW for over_budget).
 - Over-voltage: VBUS above ``max_mv`` (a charger or phone offering 9-20 V, a faulty source)
@@ -56,8 +56,8 @@ LATCHED = const(7)
 OVER_CURRENT = const(1)
 UNDER_VOLTAGE = const(2)
 OVER_TEMPERATURE = const(3)
-OVER_VOLTAGE = const(9)
 OVER_BUDGET = const(8)
+OVER_VOLTAGE = const(9)
 
 DEFAULT_LIMITS = {
     "max_ma": 1500,  # over_current once on (ma > max_ma)
