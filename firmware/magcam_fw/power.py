@@ -16,9 +16,9 @@ One state machine; ``state`` is an index into ``protocol.POWER_STATES``::
   the sensor's capacitors); over-voltage and over-temperature are.
 - ``on``: over_current (``ma > max_ma``), under_voltage (``mv < min_mv``), over_voltage
   (``mv > max_mv``), over_temperature (``mc > max_mc``), in that order, and over_budget
-  (``mv * ma / 1000 > granted_mw`` for longer than ``over_budget_ms``). ``update()`` returns the cause (``protocol.FAULT_CAUSES`` index) in
-  the call that opened the switch, 0 otherwise; ``last_value`` is the offending reading (mA,
-  mV, m°C, or mW for over_budget).
+  (``mv * ma / 1000 > granted_mw`` for longer than ``over_budget_ms``). ``update()`` returns
+  the cause (``protocol.FAULT_CAUSES`` index) in the call that opened the switch, 0
+  otherwise; ``last_value`` is the offending reading (mA, mV, m°C, or mW for over_budget).
 - Over-voltage: VBUS above ``max_mv`` (a charger or phone offering 9-20 V, a faulty source)
   would reach the sensor's 5 V parts through the closed switch, so it is judged from the first
   tick the switch is closed and, like under-voltage, stops the switch from closing.
