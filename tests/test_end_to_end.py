@@ -381,6 +381,66 @@ def test_monitor_exits_with_an_error_when_the_device_goes_away():
     assert "Traceback" not in err
 
 
+def test_a_frame_that_came_too_late_never_answers_a_later_capture(shared_sim):
+    """A timed-out capture's frame, arriving afterwards, used to be handed to the next capture
+    or stream that got its id."""
+    with magcam.connect(shared_sim.port) as cam:
+        with pytest.raises(magcam.FrameError, match=r"not received within 0\.01 s"):
+            cam.capture_raw(2048, 1536, timeout=0.01)
+        time.sleep(1.0)  # it arrives now
+        frame = cam.capture_raw(64, 48, exposure_us=5000)
+        assert (frame.width, frame.height, frame.exposure_us) == (64, 48, 5000)
+        cam.start_stream(64, 48, fps=20)
+        try:
+            assert all(cam.next_frame(3).width == 64 for _ in range(3))
+        finally:
+            cam.stop_stream()
+
+
+def test_next_frame_gives_the_new_stream_not_the_old_one(shared_sim):
+    with magcam.connect(shared_sim.port) as cam:
+        cam.start_stream(64, 48, fps=30)
+        time.sleep(0.5)  # frames nobody takes pile up
+        cam.stop_stream()
+        cam.start_stream(128, 96, fps=5)
+        try:
+            assert [cam.next_frame(3).width for _ in range(2)] == [128, 128]
+        finally:
+            cam.stop_stream()
+
+
+def test_frames_of_before_a_reboot_never_answer_after_it(tmp_path):
+    """Frame ids start over at every boot: an uncollected frame of the old boot used to answer
+    the new boot's capture with that id (another size, another exposure)."""
+    with Simulator(flash=tmp_path / "flash") as sim, magcam.connect(sim.port) as cam:
+        for _ in range(3):
+            cam.capture_raw(64, 48)
+        with pytest.raises(magcam.FrameError):
+            cam.capture_raw(2048, 1536, exposure_us=20000, timeout=0.01)  # id 4, arrives late
+        time.sleep(1.0)
+        sim.restart()
+        deadline = time.monotonic() + 10
+        while cam.link.sessions_resumed == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cam.link.sessions_resumed == 1
+        frames = [cam.capture_raw(64, 48, exposure_us=5000) for _ in range(5)]
+        assert [(f.width, f.height, f.exposure_us) for f in frames] == [(64, 48, 5000)] * 5
+        assert [f.frame_id for f in frames] == [1, 2, 3, 4, 5]
+
+
+def test_a_closed_camera_stays_closed(shared_sim):
+    """capture_burst on a closed camera used to take it for an unplug and reconnect."""
+    with magcam.connect(shared_sim.port) as cam:
+        pass
+    for call in (lambda: cam.capture_burst(2, 64, 48), lambda: cam.capture_bracket([0, 1], 64, 48),
+                 lambda: cam.capture_raw(64, 48)):
+        with pytest.raises(magcam.LinkClosed, match="closed by host"):
+            call()
+    assert cam.link.closed
+    with magcam.connect(shared_sim.port) as other:  # the port is free for another script
+        assert other.capture_raw(64, 48).width == 64
+
+
 @pytest.fixture(scope="module")
 def shared_sim():
     with Simulator() as s:
@@ -401,6 +461,23 @@ def shared_sim():
     (lambda cam: cam.capture_raw(64, 48, analog_gain=float("inf")), r"analog_gain must be a finite number"),
     (lambda cam: cam.capture_raw(64, 48, analog_gain=0), r"analog_gain 0 is out of range"),
     (lambda cam: cam.capture_burst(2, 64, 48, exposure_us=float("nan")), r"exposure_us must be a finite number"),
+    # Walk-through findings: 0 meant "default size", the rest were OverflowError / TypeError /
+    # struct errors, or a device NAK for a gain float32 makes 0.
+    (lambda cam: cam.capture_raw(0, 0), r"size out of range: 0x0"),
+    (lambda cam: cam.capture_raw(64, 48, analog_gain=1e-50), r"analog_gain 1e-50 is out of range"),
+    (lambda cam: cam.capture_burst(0, 64, 48), r"a burst is 1 or more frames, not 0"),
+    (lambda cam: cam.capture_burst(2.0, 64, 48), r"a burst is 1 or more frames, not 2\.0"),
+    (lambda cam: cam.capture_burst(2, 64, 48, retries=-1), r"retries must be a whole number >= 0"),
+    (lambda cam: cam.capture_bracket([0, float("nan")], 64, 48), r"each EV must be a number within -30\.\.30, not nan"),
+    (lambda cam: cam.capture_bracket([2000], 64, 48), r"not 2000"),
+    (lambda cam: cam.capture_bracket("-2,0,2", 64, 48), r"evs must be a non-empty sequence"),
+    (lambda cam: cam.capture_bracket([], 64, 48), r"evs must be a non-empty sequence"),
+    (lambda cam: cam.capture_bracket([0], 64, 48, exposure_us=0), r"exposure_us 0 is out of range"),
+    (lambda cam: cam.set_lens_position(10**12), r"lens position must be a whole number of steps"),
+    (lambda cam: cam.set_lens_position(3.7), r"not 3\.7"),
+    (lambda cam: cam.write_descriptor({**cam.descriptor, "pad": "x" * 200000}),
+     r"the descriptor is \d+ bytes as JSON; the module holds at most 4104"),
+    (lambda cam: cam.write_descriptor({**cam.descriptor, "x": float("nan")}), r"cannot be written as JSON"),
 ])
 def test_bad_capture_and_stream_arguments_are_value_errors_before_anything_is_sent(shared_sim, call, message):
     """They used to be struct errors ("ushort format requires ...") or device NAKs."""

@@ -28,7 +28,7 @@ from magcam_fw import protocol as P
 
 from .discovery import PortInfo, find_serial, resolve
 from .frame import RawFrame
-from .link import CommandRejected, FrameError, Link, LinkClosed, LinkError
+from .link import CLOSED_BY_HOST, CommandRejected, FrameError, Link, LinkClosed, LinkError
 
 DEFAULT_SIZE = (1024, 768)
 _RAIL_COMING_UP = ("requesting", "granted", "soft_start")
@@ -57,6 +57,9 @@ class CaptureResult:
         return not self.lost
 
 
+MAX_EV = 30  # a bracket step beyond +-30 EV is outside any exposure range (1 us .. 60 s is 26 EV)
+
+
 def _frame_request(width, height, exposure_us, analog_gain) -> dict:
     """A CAPTURE/STREAM request's common fields, checked on the host with the caps the device
     uses (protocol.check_capture): a clear ValueError here rather than a struct error or a NAK."""
@@ -68,6 +71,8 @@ def _frame_request(width, height, exposure_us, analog_gain) -> dict:
             raise ValueError(f"{name} must be a finite number, not {v!r}")
     exposure = round(exposure_us)
     why = P.check_capture(int(width), int(height), exposure, float(analog_gain))
+    if why is None and not struct.unpack("<f", struct.pack("<f", analog_gain))[0] > 0:
+        why = "gain"  # so small that the wire's float32 makes it 0
     if why is not None:
         if why.startswith("exposure"):
             raise ValueError(f"exposure_us {exposure_us} is out of range (1..60000000)")
@@ -160,6 +165,9 @@ class Camera:
     def set_lens_position(self, position: int) -> int:
         """Drive the lens actuator; returns the position reached (clamped at the end-stops),
         which ``lens_position`` reports from now on."""
+        if (isinstance(position, bool) or not isinstance(position, numbers.Integral)
+                or not -(1 << 31) <= position < (1 << 31)):
+            raise ValueError(f"lens position must be a whole number of steps, not {position!r}")
         reached = self._link.command(P.CMD_SET_LENS, {"position": int(position)})["value"]
         ev = self._link.state.get("encoder")  # the device's next event would say it only later
         self._link.state["encoder"] = {**(ev or {"type": "encoder"}), "lens": reached}
@@ -175,7 +183,8 @@ class Camera:
     def capture_raw(self, width: int | None = None, height: int | None = None, *, exposure_us: int = 10000,
                     analog_gain: float = 1.0, timeout: float | None = None) -> RawFrame:
         """Capture one RAW frame; raises FrameError if it arrives damaged or is aborted."""
-        w, h = (width or DEFAULT_SIZE[0]), (height or DEFAULT_SIZE[1])
+        w = DEFAULT_SIZE[0] if width is None else width  # 0 is refused as a size, not taken as "default"
+        h = DEFAULT_SIZE[1] if height is None else height
         # Right after connect or re-attach the rail is still coming up: give it a moment.
         request = _frame_request(w, h, exposure_us, analog_gain)
         self._link.wait_state("power", lambda e: e["state"] not in _RAIL_COMING_UP, RAIL_SETTLE_S)
@@ -183,8 +192,8 @@ class Camera:
         # The exposure starts as the device accepts the command: what we knew then is what a
         # sidecar should say about the module at exposure (the frame itself arrives later).
         state_at_exposure = dict(self._link.state)
-        # Generous: 2 s plus 1 s per 2 MB even over a slow full-speed USB link.
-        wait = timeout if timeout is not None else 2.0 + w * h * 2 / 2e6
+        # Generous: the exposure, plus 2 s, plus 1 s per 2 MB even over a slow full-speed USB link.
+        wait = timeout if timeout is not None else 2.0 + request["exposure_us"] / 1e6 + w * h * 2 / 2e6
         frame = self._link.wait_frame(ack["value"], wait)
         frame.extra["descriptor_serial"] = self.descriptor.get("serial")
         frame.extra["state_at_exposure"] = state_at_exposure
@@ -218,8 +227,16 @@ class Camera:
         self._link.command(P.CMD_POWER_RESET)
 
     def write_descriptor(self, descriptor: dict) -> None:
-        """Replace the module descriptor on the device (committed atomically on the last chunk)."""
-        blob = json.dumps(descriptor, separators=(",", ":")).encode()
+        """Replace the module descriptor on the device (committed atomically on the last chunk).
+        ValueError, before anything is sent, for what JSON cannot carry (NaN) or the module
+        cannot hold (longer than HELLO's ``max_payload``)."""
+        try:
+            blob = json.dumps(descriptor, separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"the descriptor cannot be written as JSON: {e}") from None
+        cap = self.hello["max_payload"]
+        if len(blob) > cap:
+            raise ValueError(f"the descriptor is {len(blob)} bytes as JSON; the module holds at most {cap}")
         step = self.hello["rx_max_payload"] - 4
         for off in range(0, len(blob), step):
             self._link.command(P.CMD_DESCRIPTOR_WRITE, {"offset": off, "total": len(blob),
@@ -234,6 +251,7 @@ class Camera:
         if (isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps)
                 or not 1 <= round(fps * 10) <= 600):
             raise ValueError(f"fps must be 0.1..60 frames per second, not {fps!r} (stop_stream() stops)")
+        self._link.frames_from_now()  # next_frame() gives this stream's frames, not older ones
         self._link.command(P.CMD_STREAM, dict(request, fps_x10=round(fps * 10)))
 
     def stop_stream(self) -> None:
@@ -250,6 +268,8 @@ class Camera:
         short, is taken again (up to ``retries`` times, reconnecting first if the module went
         away); what still fails is listed in ``lost``, never silently dropped.
         ``on_frame(index, frame)`` is called as each frame arrives (for progress, or to write it)."""
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"a burst is 1 or more frames, not {n!r}")
         return self._series([(exposure_us, {}) for _ in range(n)], width, height, analog_gain, retries, on_frame)
 
     def capture_bracket(self, evs: Sequence[float], width: int | None = None, height: int | None = None, *,
@@ -257,10 +277,18 @@ class Camera:
                         on_frame=None) -> CaptureResult:
         """One frame per exposure value: ``exposure_us * 2**ev`` (EV from the base exposure),
         clamped to the sensor's limits; each frame's ``extra["ev"]`` says which it was."""
+        if isinstance(evs, (str, bytes)) or not isinstance(evs, Sequence) or not evs:
+            raise ValueError(f"evs must be a non-empty sequence of numbers, e.g. [-2, 0, 2], not {evs!r}")
+        for ev in evs:
+            if isinstance(ev, bool) or not isinstance(ev, numbers.Real) or not -MAX_EV <= ev <= MAX_EV:
+                raise ValueError(f"each EV must be a number within -{MAX_EV}..{MAX_EV}, not {ev!r}")
+        _frame_request(16, 16, exposure_us, analog_gain)  # the base exposure and gain, checked before any scaling
         steps = [(min(max(round(exposure_us * 2.0 ** ev), 1), 60_000_000), {"ev": float(ev)}) for ev in evs]
         return self._series(steps, width, height, analog_gain, retries, on_frame)
 
     def _series(self, steps, width, height, analog_gain, retries, on_frame) -> CaptureResult:
+        if isinstance(retries, bool) or not isinstance(retries, numbers.Integral) or retries < 0:
+            raise ValueError(f"retries must be a whole number >= 0, not {retries!r}")
         result = CaptureResult()
         gone = None  # why the module is gone for good: the frames left are lost without waiting again
         for i, (exposure, extra) in enumerate(steps):
@@ -324,6 +352,8 @@ class Camera:
                 else:
                     raise
             except LinkClosed as e:
+                if self._link.close_reason == CLOSED_BY_HOST:  # close() was called: not an unplug
+                    raise
                 failures += 1
                 reason = f"link lost: {e}"  # unplugged, or the module rebooted
                 if not self._reconnect():

@@ -34,6 +34,9 @@ from .frame import RawFrame
 DEFAULT_POWER_BUDGET_MW = 4500  # what a phone's reverse charging comfortably gives (5 V, 0.9 A)
 
 
+CLOSED_BY_HOST = "closed by host"  # close_reason after close(): not a loss to make good
+
+
 class LinkError(RuntimeError):
     """The link failed: closed, timed out, or the device broke the protocol."""
 
@@ -104,6 +107,12 @@ class Link:
         self.events_dropped = 0
         self._frames: collections.OrderedDict[int, RawFrame | FrameError] = collections.OrderedDict()
         self._asm: _Assembly | None = None
+        # Frame ids count from 1 at every boot: whenever the module may have started over (it
+        # ended our session), frames of before are forgotten and their waiters told at once.
+        self._frame_epoch = 0
+        self.last_frame_id = 0  # the newest id the module began a frame with, this epoch
+        self._abandoned: set[int] = set()  # ids a wait_frame gave up on: a late arrival is dropped
+        self._stream_floor: tuple[int, int] | None = None  # (epoch, id): next_frame skips ids up to it
         self.hello: dict | None = None
         self.descriptor: dict | None = None
         self.device_seq_gaps = 0
@@ -138,7 +147,7 @@ class Link:
                 self.command(P.CMD_DISCONNECT, timeout=0.3, retries=0)
             except LinkError:
                 pass
-        self._shut("closed by host")
+        self._shut(CLOSED_BY_HOST)
         try:
             self.ser.cancel_write()  # a write waiting on a deaf device gives up now
         except (serial.SerialException, OSError):
@@ -343,6 +352,7 @@ class Link:
                     # 5 s without hearing us. Win it back (the reader must not wait: a chore).
                     self._resuming = True
                     self._chores.append((None, None))
+                    self._forget_frames()
             elif kind == "descriptor":
                 self._on_descriptor(msg)
             elif kind.startswith("frame_"):
@@ -350,6 +360,15 @@ class Link:
             elif mtype < P.CMD_CONNECT:
                 self._push(to_event(msg, self))
             self._cond.notify_all()
+
+    def _forget_frames(self) -> None:
+        """The module's frame ids may start over: nothing of before may answer a new id."""
+        self._frames.clear()
+        self._asm = None
+        self._abandoned.clear()
+        self._stream_floor = None
+        self.last_frame_id = 0
+        self._frame_epoch += 1
 
     def _on_descriptor(self, msg: dict) -> None:
         try:
@@ -378,6 +397,7 @@ class Link:
         kind = msg["type"]
         asm = self._asm
         if kind == "frame_begin":
+            self.last_frame_id = msg["frame_id"]
             if asm is not None:
                 self._frame_done(asm.hdr["frame_id"], FrameError(asm.hdr["frame_id"], "no FRAME_END before the next frame"))
             why = P.check_frame_begin(msg)
@@ -424,9 +444,12 @@ class Link:
     def _frame_done(self, fid: int, result: RawFrame | FrameError) -> None:
         if isinstance(result, FrameError):
             self.frame_errors += 1
-        self._frames[fid] = result
-        while len(self._frames) > 8:  # finished frames nobody collected
-            self._frames.popitem(last=False)
+        if fid in self._abandoned:  # its capture timed out: it must not pass for a later frame
+            self._abandoned.discard(fid)
+        else:
+            self._frames[fid] = result
+            while len(self._frames) > 8:  # finished frames nobody collected
+                self._frames.popitem(last=False)
         ev = {"type": "frame", "frame_id": fid, "ok": not isinstance(result, FrameError)}
         if isinstance(result, RawFrame):
             ev.update(t=result.timestamp_ms, width=result.width, height=result.height, lens=result.lens_position)
@@ -450,12 +473,19 @@ class Link:
     def wait_frame(self, frame_id: int, timeout: float) -> RawFrame:
         deadline = time.monotonic() + timeout
         with self._cond:
+            epoch = self._frame_epoch
             while frame_id not in self._frames:
                 if self.closed:
                     raise LinkClosed(f"frame {frame_id}: link closed ({self.close_reason})")
+                if self._frame_epoch != epoch:
+                    raise FrameError(frame_id, "the module ended the session before the frame arrived (it rebooted, "
+                                               "or did not hear this host)")
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise FrameError(frame_id, f"not received within {timeout:.1f} s")
+                    if len(self._abandoned) >= 64:
+                        self._abandoned.clear()
+                    self._abandoned.add(frame_id)
+                    raise FrameError(frame_id, f"not received within {timeout:.3g} s")
                 self._cond.wait(left)
             result = self._frames.pop(frame_id)
         if isinstance(result, FrameError):
@@ -475,18 +505,29 @@ class Link:
                     return None
                 self._cond.wait(left)
 
+    def frames_from_now(self) -> None:
+        """Before a new stream: finished frames nobody took are dropped, and next_frame skips
+        any frame the module had begun by now (the old stream's last one, still arriving)."""
+        with self._cond:
+            self._frames.clear()
+            self._stream_floor = (self._frame_epoch, self.last_frame_id)
+
     def next_frame(self, timeout: float) -> RawFrame:
         """The oldest finished frame, whichever it is (streaming); raises FrameError if broken."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while not self._frames:
-                if self.closed:
-                    raise LinkClosed(f"link closed ({self.close_reason})")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise FrameError(-1, f"no frame within {timeout:.1f} s")
-                self._cond.wait(left)
-            _, result = self._frames.popitem(last=False)
+            while True:
+                while not self._frames:
+                    if self.closed:
+                        raise LinkClosed(f"link closed ({self.close_reason})")
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise FrameError(-1, f"no frame within {timeout:.3g} s")
+                    self._cond.wait(left)
+                fid, result = self._frames.popitem(last=False)
+                floor = self._stream_floor
+                if floor is None or floor[0] != self._frame_epoch or fid > floor[1]:
+                    break
         if isinstance(result, FrameError):
             raise result
         return result
