@@ -291,6 +291,20 @@ def test_usage_errors_exit_2_before_connecting(tmp_path, args, message):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("make, template, message", [
+    (lambda o: (o / "link").symlink_to("/tmp"), "link/%n.dng", "'link/1.dng' leads outside"),
+    (lambda o: (o / "sub").write_text("a file"), "sub/%n.dng", "needs " + "{o}/sub to be a folder, but it is a file"),
+])
+def test_template_folders_on_disk_are_checked_before_connecting(tmp_path, make, template, message):
+    """They used to be found when the first frame had been exposed (exit 1, a frame spent)."""
+    o = tmp_path / "o"
+    o.mkdir()
+    make(o)
+    out = run_cli("capture", "--port", "/dev/nonexistent-magcam", "--out", str(o), "--filename", template)
+    assert out.returncode == 2, out.stderr
+    assert message.format(o=o) in out.stderr and "Traceback" not in out.stderr
+
+
 def test_full_disk_leaves_no_partial_file(sim, tmp_path, monkeypatch, record_property):
     """A genuinely full filesystem: a 256 KiB tmpfs holds two 256x192 pairs (25 + 1 pages each) and
     not the third DNG. If mounting is refused, writes are made to fail with ENOSPC instead."""

@@ -40,6 +40,7 @@ from magcam_fw.protocol import MAX_FRAME_BYTES as _MAX_FRAME_BYTES
 
 from . import sidecar as _sidecar
 from .atomic import write_bytes_atomic
+from .camera import MAX_EV
 from .report import Reporter
 from .dng import write_dng
 from .frame import RawFrame
@@ -183,13 +184,14 @@ def _fake_frame(frame_id: int, ev: float | None) -> RawFrame:
 
 
 def check_template(template: str, *, count: int = 1, evs: Sequence[float] | None = None,
-                   when: datetime | None = None) -> None:
+                   when: datetime | None = None, out_dir: str | os.PathLike | None = None) -> None:
     """Refuse, before anything is captured, a template that cannot name this run's frames:
-    malformed, outside the output directory, not ``.dng``, or giving two frames the same name.
+    malformed, outside the output directory, not ``.dng``, or giving two frames the same name;
+    with ``out_dir``, also one whose folders on disk are files or symbolic links leading out.
 
     ``count`` frames are planned (``evs`` for a bracket). The frame ids of a real run are
-    unknown in advance; distinct ones are assumed (the runtime check in save_capture still
-    catches a repeat)."""
+    unknown in advance; distinct ones are assumed (the runtime checks in save_capture still
+    catch a repeat, and folders that change on disk meanwhile)."""
     when = when or datetime.now()
     evs = list(evs) if evs is not None else None
     if evs is not None:
@@ -204,6 +206,20 @@ def check_template(template: str, *, count: int = 1, evs: Sequence[float] | None
             raise TemplateError(f"template {template!r} names frames {names[key] + 1} and {i + 1} of this run "
                                 f"alike ({name!r}); {hint}")
         names[key] = i
+        if out_dir is not None:
+            _check_folders(Path(out_dir), name)
+
+
+def _check_folders(out_dir: Path, rel: str) -> None:
+    """The folders of ``rel`` that exist under ``out_dir`` must be folders inside it."""
+    parent = out_dir
+    for part in PurePosixPath(rel).parts[:-1]:
+        parent = parent / part
+        if not os.path.lexists(parent):
+            return
+        _check_inside(out_dir, parent, rel)
+        if not parent.is_dir():
+            raise TemplateError(f"{rel!r} needs {parent} to be a folder, but it is a file")
 
 
 # ---- saving ------------------------------------------------------------------------------------
@@ -401,8 +417,8 @@ def parse_evs(text: str) -> list[float]:
         evs = [float(p) for p in parts]
     except ValueError:
         raise ValueError(f"{text!r} is not a comma-separated list of EVs, e.g. -2,0,2") from None
-    if any(not -30 <= ev <= 30 for ev in evs):
-        raise ValueError(f"EVs must be within -30..30, got {text!r}")
+    if any(not -MAX_EV <= ev <= MAX_EV for ev in evs):
+        raise ValueError(f"EVs must be within -{MAX_EV}..{MAX_EV}, got {text!r}")
     return evs
 
 
@@ -453,7 +469,7 @@ class CaptureRun:
     def run(self) -> "CaptureRun":
         plan, cam = self.plan, self.cam
         self.when = self.when or datetime.now()
-        check_template(self.template, count=plan.count, evs=plan.evs, when=self.when)
+        check_template(self.template, count=plan.count, evs=plan.evs, when=self.when, out_dir=self.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         _check_writable(self.out_dir)  # before a frame is exposed, not when it has to be saved
         self._emit({"type": "started", "mode": plan.mode, "count": plan.count, "width": plan.width,

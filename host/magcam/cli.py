@@ -296,7 +296,7 @@ def capture(port: str, out_dir: Path, burst: int | None, bracket: str | None, wi
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     try:
-        check_template(template, count=plan.count, evs=plan.evs)
+        check_template(template, count=plan.count, evs=plan.evs, out_dir=out_dir)
     except TemplateError as e:
         raise click.BadParameter(str(e), param_hint="--filename") from None
 
