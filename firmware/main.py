@@ -80,11 +80,11 @@ def find_board(rt, machine, root="/", argv=(), environ=None):
             explicit = argv[i + 1]
         elif environ and environ.get("MAGCAM_BOARD"):
             explicit = environ["MAGCAM_BOARD"]
-        if explicit:
-            return load(explicit)
+        if explicit:  # named on the command line: the runtime must fit, the machine is the user's call
+            return _fits(load(explicit), explicit, rt, None)
     explicit = _join(root, "board.json")
     if _exists(explicit):
-        return load(explicit)
+        return _fits(load(explicit), explicit, rt, machine)
     import json
     import os
 
@@ -106,6 +106,19 @@ def find_board(rt, machine, root="/", argv=(), environ=None):
                          "or several under %s/" % (explicit, folder))
     path, bd = pick_board(cands, machine, rt)
     validate(bd, path)
+    return bd
+
+
+def _fits(bd, path, rt, machine):
+    """An explicit board file must be for this runtime and this machine: another board's pin
+    map would drive this one's pins (a flash pin as VBUS sense, the load switch wrong)."""
+    if bd["runtime"] != rt:
+        raise BoardError("%s is a %s board file (%s), but this device runs %s: copy the board file for this "
+                         "device" % (path, bd["runtime"], bd["name"], rt))
+    m = bd.get("match")
+    if m and machine is not None and m not in machine:
+        raise BoardError("%s is for %r (match %r), not this machine (%r): copy the board file for this device, "
+                         "or fix 'match' if this is the right one" % (path, bd["name"], m, machine))
     return bd
 
 

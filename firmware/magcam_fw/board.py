@@ -12,7 +12,8 @@ strapping, flash or PSRAM pins), ADC-capable pins for analog roles, a known actu
 
 Which board file boot uses (``pick_board``, called by ``firmware/main.py``):
 
-1. ``/board.json`` on the device's filesystem, if it exists: an explicit choice always wins.
+1. ``/board.json`` on the device's filesystem, if it exists: an explicit choice wins, if it is
+   for this runtime and its ``match`` fits this machine (``main._fits``).
 2. Otherwise every ``/boards/*.json``: those written for the running runtime (``runtime``)
    whose ``match`` string occurs in this device's machine string (``machine_name()``:
    ``sys.implementation._machine`` on MicroPython, e.g. ``"Raspberry Pi Pico with RP2040"``;
@@ -54,6 +55,20 @@ COUNTERS = {
 }
 LINKS = {"micropython": "stdio", "micropython-unix": "stdio", "circuitpython": "usb_cdc_data", "blinka": "serial"}
 POWER_MONITORS = ("ina219", "ina226")
+# Every key a board file may have (docs/boards.md); a key starting with "_" is a comment. A
+# misspelt key would otherwise leave a default in force: for the load switch, its polarity.
+KEYS = (
+    "schema", "name", "chip", "runtime", "match", "description", "entry", "features", "pins",
+    "reserved_pins", "ring", "ring_switch", "hall", "vbus_sense", "adc", "load_switch", "i2c",
+    "power_monitor", "temperature", "lens_actuator", "link", "watchdog_ms", "safe_mode", "flash",
+    "storage", "repl_escape", "test_loopback",
+)
+_SECTION_KEYS = {
+    "load_switch": ("active",),
+    "ring_switch": ("active", "pull"),
+    "safe_mode": ("after_crashes", "stable_ms", "state_file"),
+    "repl_escape": ("pin", "active", "bootsel", "boot_wait_ms"),
+}
 TEMPERATURE_SENSORS = ("tmp117",)
 
 _FLASH_RESERVED = "SPI flash / PSRAM bus"
@@ -206,6 +221,21 @@ def validate(bd, path="board.json"):
         _fail(path, "a board file is a JSON object")
     if bd.get("schema") != SCHEMA:
         _fail(path, "'schema' must be %d (got %r)" % (SCHEMA, bd.get("schema")))
+    for key in bd:
+        if key not in KEYS and not (isinstance(key, str) and key[:1] == "_"):
+            _fail(path, "'%s' is not a board file key (docs/boards.md; start a comment key with '_')" % key)
+    for key, allowed in _SECTION_KEYS.items():
+        s = bd.get(key)
+        if s is None:
+            continue
+        if not isinstance(s, dict):
+            _fail(path, "'%s' must be an object" % key)
+        for k in s:
+            if k not in allowed:
+                _fail(path, "%s.%s is not a setting of '%s' (%s)" % (key, k, key, ", ".join(allowed)))
+    st = bd.get("storage", "/")
+    if not isinstance(st, str) or not st:
+        _fail(path, "storage: the folder the module keeps its files in, e.g. \"/\" (got %r)" % (st,))
     for key in ("name", "chip"):
         if not isinstance(bd.get(key), str) or not bd[key]:
             _fail(path, "'%s' missing" % key)
@@ -269,7 +299,7 @@ def _validate_pins(bd, path, rt, chip, pins):
     seen = {}
     reserved = {}
     for item in bd.get("reserved_pins", ()):
-        if not isinstance(item, list) or len(item) != 2:
+        if not isinstance(item, list) or len(item) != 2 or not (_is_int(item[0]) or _name_ok(item[0])):
             _fail(path, "reserved_pins: each entry is [pin, reason]")
         reserved[item[0]] = item[1]
     for role in ROLES:
@@ -366,8 +396,12 @@ def _validate_sections(bd, path, rt, chip, pins, warnings):
         _int(path, "adc.vref_mv", adc.get("vref_mv"), 500, 5000)
         if bd["chip"] == "esp32s3":
             _choice(path, "adc.atten", adc.get("atten", "11dB"), ("0dB", "2.5dB", "6dB", "11dB"))
-    # Load switch.
-    _active(path, "load_switch", bd.get("load_switch") or {})
+    # Load switch: its polarity is never guessed (a wrong guess powers the sensor at boot).
+    ls = _section(bd, path, "load_switch")
+    if "active" not in ls:
+        _fail(path, "load_switch.active: \"high\" or \"low\", the level that closes the switch (not guessed: "
+                    "a wrong guess would power the sensor at boot)")
+    _active(path, "load_switch", ls)
     # I2C and the chips on it.
     on_i2c = [f for f in ("power_monitor", "temperature") if f in feats]
     if on_i2c:
@@ -443,6 +477,15 @@ def _validate_safety(bd, path, chip):
     sf = sm.get("state_file", "/magcam_boot.json")
     if not isinstance(sf, str) or not sf:
         _fail(path, "safe_mode.state_file must be a path")
+    esc = bd.get("repl_escape") or {}
+    if "pin" in esc:
+        v = esc["pin"]
+        if not _is_int(v) or (chip is not None and v not in chip["gpio"]):
+            _fail(path, "repl_escape.pin: %r is not a GPIO of %s" % (v, bd["chip"]))
+    if "active" in esc:
+        _active(path, "repl_escape", esc)
+    _choice(path, "repl_escape.bootsel", esc.get("bootsel", False), (False, True))
+    _int(path, "repl_escape.boot_wait_ms", esc.get("boot_wait_ms", 0), 0, 60000)
 
 
 def _validate_flash(bd, path, rt):

@@ -385,6 +385,36 @@ def test_counters_links_watchdog_and_rail_checks():
     assert "temperature.addr" in _err(bd)
 
 
+def test_misspelt_missing_or_mistyped_settings_are_board_errors_not_defaults_or_crashes():
+    # Each used to validate (a default silently in force: the load switch's polarity among them)
+    # or to crash boot with AttributeError / TypeError / ValueError outside safe mode.
+    cases = (
+        ("load_switch", {"activ": "low"}, "load_switch.activ is not a setting of 'load_switch' (active)"),
+        ("load_switch", {}, "load_switch.active: \"high\" or \"low\""),
+        ("load_switch", None, "'load_switch' section missing or not an object"),
+        ("load_switch", "high", "'load_switch' must be an object"),
+        ("ring_switch", "low", "'ring_switch' must be an object"),
+        ("watchdog_msec", 2000, "'watchdog_msec' is not a board file key"),
+        ("safe_mode", {"after_crash": 1}, "safe_mode.after_crash is not a setting of 'safe_mode'"),
+        ("repl_escape", {"pin": 99}, "repl_escape.pin: 99 is not a GPIO of rp2040"),
+        ("repl_escape", {"bootsel": True, "boot_wait_ms": "1000"}, "repl_escape.boot_wait_ms: '1000' is not an integer"),
+        ("repl_escape", {"bootsel": "yes"}, "repl_escape.bootsel: 'yes' is not one of False, True"),
+        ("storage", 5, "storage: the folder the module keeps its files in"),
+        ("reserved_pins", [[[25], "x"]], "reserved_pins: each entry is [pin, reason]"),
+    )
+    for key, value, message in cases:
+        bd = _read_board("rpi-pico.json")
+        if value is None:
+            del bd[key]
+        else:
+            bd[key] = value
+        msg = _err(bd)
+        assert msg.startswith("x.json: " + message), (key, value, msg)
+    bd = _read_board("rpi-pico.json")
+    bd["_note"] = "a comment key"
+    B.validate(bd)
+
+
 def test_flash_layout_checks():
     bd = _read_board("esp32s3-devkitc-1.json")
     bd["flash"]["regions"][5]["size"] = "0x500000"

@@ -271,8 +271,14 @@ def test_main_finds_the_explicit_board_file_first():
         os.mkdir(d + "/boards")
         _write(d + "/board.json", _read(REPO + "/boards/rpi-pico.json"))
         _write(d + "/boards/esp.json", _read(REPO + "/boards/esp32s3-devkitc-1.json"))
-        bd = boot_main.find_board("micropython", "Generic ESP32S3 module with ESP32S3", d)
+        bd = boot_main.find_board("micropython", "Raspberry Pi Pico with RP2040", d)
         assert bd["name"] == "rpi-pico" and bd["_path"] == d + "/board.json"
+        # ... but only on the machine it is for: a Pico's pin map must not drive an ESP32-S3.
+        e = raises(BoardError, boot_main.find_board, "micropython", "Generic ESP32S3 module with ESP32S3", d)
+        assert str(e).startswith(d + "/board.json is for 'rpi-pico' (match 'Raspberry Pi Pico with RP2040'), not this "
+                                     "machine ('Generic ESP32S3 module with ESP32S3')"), e
+        e = raises(BoardError, boot_main.find_board, "circuitpython", "Raspberry Pi Pico with RP2040", d)
+        assert "is a micropython board file (rpi-pico), but this device runs circuitpython" in str(e), e
         os.remove(d + "/board.json")
         bd = boot_main.find_board("micropython", "Generic ESP32S3 module with ESP32S3", d)
         assert bd["name"] == "esp32s3-devkitc-1" and bd["_path"] == d + "/boards/esp.json"
@@ -295,9 +301,10 @@ def test_main_reports_a_bad_board_file_by_role_and_pin():
         assert str(e) == d + "/board.json: pins.hall: GPIO 3 is already used by pins.ring_b", e
         e = raises(BoardError, boot_main.find_board, "micropython", "anything", d + "/empty")
         assert "no board file" in str(e)
-        bd = boot_main.find_board("blinka", "x", d, ["--board", REPO + "/boards/rpi-blinka.json"])
+        pi = "Raspberry Pi 4 Model B Rev 1.4"
+        bd = boot_main.find_board("blinka", pi, d, ["--board", REPO + "/boards/rpi-blinka.json"])
         assert bd["name"] == "rpi-blinka"
-        bd = boot_main.find_board("blinka", "x", d, [], {"MAGCAM_BOARD": REPO + "/boards/rpi-blinka.json"})
+        bd = boot_main.find_board("blinka", pi, d, [], {"MAGCAM_BOARD": REPO + "/boards/rpi-blinka.json"})
         assert bd["name"] == "rpi-blinka"
     finally:
         _rmtree(d)
