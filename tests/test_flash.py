@@ -147,6 +147,16 @@ def test_wrong_inputs_are_refused_before_anything_is_written(firmware: Path, app
         plan(S3, bad("fw.uf2", b"UF2\n" + bytes(1000)), None)
     with pytest.raises(FlashError, match="runs into the vfs region at 0x310000"):
         plan(S3, bad("huge.bin", micropython_bin(app_size=0x300000)), None)
+    # A .bin that is not all of MicroPython (these used to be written at 0x0 without a word).
+    full = micropython_bin()
+    with pytest.raises(FlashError, match="32768 bytes: it ends before the partition table at 0x8000"):
+        plan(S3, bad("boot-only.bin", full[:0x8000]), None)
+    with pytest.raises(FlashError, match="holds no MicroPython app: its factory partition starts at 0x10000"):
+        plan(S3, bad("cut.bin", full[:0x10000]), None)
+    damaged = bytearray(full)
+    damaged[0x8000 + 3] ^= 0x01  # a partition-table row, under its MD5
+    with pytest.raises(FlashError, match="partition table at 0x8000 fails its MD5 check"):
+        plan(S3, bad("badmd5.bin", bytes(damaged)), None)
     pico = tmp_path / "pico.img"
     build_image("rpi-pico", pico)
     with pytest.raises(FlashError, match="vfs region is 5177344.*magcam build-image --board esp32s3-devkitc-1"):

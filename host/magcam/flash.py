@@ -34,6 +34,7 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import struct
 from collections.abc import Callable, Iterator
@@ -172,12 +173,19 @@ def check_micropython(bd: dict, data: bytes, what: str = "the MicroPython .bin")
         raise FlashError(f"{what} is {len(data)} bytes: written at 0x{base:x} it runs into the vfs region "
                          f"at 0x{vfs[0]:x}. Is it the right firmware for {bd['name']}?")
     pt = fw_board.flash_region(bd, "partition_table")
-    if pt is None or pt[0] - base + _PT_ENTRY.size > len(data):
-        return base  # the .bin holds no partition table at the board's offset: nothing more to check
-    table = read_partition_table(data[pt[0] - base : pt[0] - base + pt[1]])
+    if pt is None:
+        return base  # the board file names no partition table: nothing more to check
+    if pt[0] - base + _PT_ENTRY.size > len(data):
+        raise FlashError(f"{what} is {len(data)} bytes: it ends before the partition table at 0x{pt[0]:x}, so it "
+                         f"is not a full MicroPython .bin for {bd['name']} (bootloader, partition table and app)")
+    raw = data[pt[0] - base : pt[0] - base + pt[1]]
+    table = read_partition_table(raw)
     if not table:
         raise FlashError(f"{what} has no partition table at 0x{pt[0]:x}: not a full MicroPython .bin for "
                          f"{bd['name']} (the one written at 0x{base:x})")
+    md5_row = raw[len(table) * _PT_ENTRY.size : (len(table) + 1) * _PT_ENTRY.size]
+    if md5_row[:2] == _PT_MD5_MAGIC and md5_row[16:] != hashlib.md5(raw[: len(table) * _PT_ENTRY.size]).digest():
+        raise FlashError(f"{what}'s partition table at 0x{pt[0]:x} fails its MD5 check: the file is damaged")
     fs = next((p for p in table if p.type == _PT_TYPE_DATA and p.label == "vfs"), None)
     if vfs and fs is None:
         raise FlashError(f"{what}'s partition table has no \"vfs\" partition: {[p.label for p in table]}")
@@ -186,11 +194,15 @@ def check_micropython(bd: dict, data: bytes, what: str = "the MicroPython .bin")
             f"{what} puts vfs at 0x{fs.offset:x} + 0x{fs.size:x}, but {bd['_path']} says 0x{vfs[0]:x} + "
             f"0x{vfs[1]:x}: use the MicroPython release the board file describes, or change its \"flash\" "
             "section to this firmware's layout (docs/boards.md)")
-    for app in (p for p in table if p.type == _PT_TYPE_APP):
-        rel = app.offset - base
-        if 0 <= rel < len(data):
-            _load_image(chip, data[rel : rel + app.size], f"{what} (its {app.label} app at 0x{app.offset:x})")
-            break
+    apps = [p for p in table if p.type == _PT_TYPE_APP]
+    if not apps:
+        raise FlashError(f"{what}'s partition table has no app partition: {[p.label for p in table]}")
+    app = apps[0]  # the one the bootloader starts (factory, or ota_0)
+    rel = app.offset - base
+    if not 0 <= rel < len(data):
+        raise FlashError(f"{what} is {len(data)} bytes and holds no MicroPython app: its {app.label} partition "
+                         f"starts at 0x{app.offset:x}. Use the full .bin from micropython.org")
+    _load_image(chip, data[rel : rel + app.size], f"{what} (its {app.label} app at 0x{app.offset:x})")
     return base
 
 
