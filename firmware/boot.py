@@ -1,4 +1,4 @@
-"""Runs before main.py at every boot.
+"""magcam: runs before main.py at every boot.
 
 CircuitPython: the protocol needs its own USB serial port, so that the REPL keeps the console
 port: ``usb_cdc.enable(console=True, data=True)`` (only allowed here, in boot.py). The host

@@ -141,6 +141,22 @@ def test_circuitpython_code_that_would_run_before_main_py_is_moved_aside(tmp_pat
     assert first == "main.py"
 
 
+def test_circuitpython_users_own_main_and_boot_are_kept_not_overwritten(tmp_path: Path) -> None:
+    drive = _drive(tmp_path)
+    (drive / "main.py").write_text("import my_robot\n")
+    (drive / "boot.py").write_text("import storage\nstorage.remount('/', False)\n")
+    result = deploy(None, drive=drive)
+    assert (drive / "main.py.bak").read_text() == "import my_robot\n"
+    assert (drive / "boot.py.bak").read_text().startswith("import storage")
+    assert b"magcam" in (drive / "main.py").read_bytes() and b"magcam" in (drive / "boot.py").read_bytes()
+    assert "kept your main.py as main.py.bak (it is not a magcam one)" in result.notes
+    # A later deploy replaces its own files without backing them up again.
+    (drive / "main.py").write_bytes((drive / "main.py").read_bytes() + b"# an older magcam main.py\n")
+    again = deploy(None, drive=drive)
+    assert "/main.py" in again.copied and not (drive / "main.py.bak2").exists()
+    assert not any("kept your" in n for n in again.notes)
+
+
 def _with_free_space(monkeypatch, kib: int) -> None:
     """The drive reports ``kib`` KiB free in 512-byte clusters (a small FAT drive)."""
     real = os.statvfs

@@ -582,8 +582,11 @@ def deploy_drive(drive: Path, *, board=None, descriptor: Path | None = None, pro
     # import modules the drive does not have yet.
     order = sorted(plan.copy, key=lambda f: f.path.count("/") == 1 and f.path.endswith(".py"))
     try:
+        kept = []
         for f in order:
             dest = drive / f.path.lstrip("/")
+            if _users_own(drive, f.path):  # only now: a copy cut short before leaves it in place
+                kept.append((dest.name, _aside(drive, dest.name)))
             dest.parent.mkdir(parents=True, exist_ok=True)
             with atomic_write(dest) as fh:
                 fh.write(f.data)
@@ -603,6 +606,7 @@ def deploy_drive(drive: Path, *, board=None, descriptor: Path | None = None, pro
         where = f" ({e.filename})" if e.filename else ""
         raise DeployError(f"{drive}: {e.strerror or e}{where}: is the drive full or read-only? "
                           "The files copied so far are whole; deploy again once it is fixed") from None
+    notes += [f"kept your {a} as {b} (it is not a magcam one)" for a, b in kept]
     notes += [f"moved {a} aside to {b}: CircuitPython runs it instead of main.py" for a, b in moved]
     if not any((drive / "lib" / n).exists() for n in ("asyncio", "asyncio.mpy")):
         notes.append("CircuitPython has no built-in asyncio: install it on the board with `circup install asyncio`")
@@ -621,18 +625,24 @@ _CIRCUITPY_ENTRIES = ("code.txt", "code.py", "main.txt", "main.py")
 def _move_aside_shadowing_code(drive: Path) -> list[tuple[str, str]]:
     """Rename the entry files CircuitPython would run before main.py to NAME.bak (NAME.bak2, ...
     if taken): the user's own code is kept, not deleted. Returns (old, new) names."""
-    moved = []
-    for name in _CIRCUITPY_ENTRIES[:-1]:
-        src = drive / name
-        if not src.is_file():
-            continue
-        n, dst = 1, drive / f"{name}.bak"
-        while dst.exists():
-            n += 1
-            dst = drive / f"{name}.bak{n}"
-        src.rename(dst)
-        moved.append((name, dst.name))
-    return moved
+    return [(name, _aside(drive, name)) for name in _CIRCUITPY_ENTRIES[:-1] if (drive / name).is_file()]
+
+
+def _aside(drive: Path, name: str) -> str:
+    """Rename ``drive/name`` to the first free NAME.bak, NAME.bak2, ...; the new name."""
+    n, dst = 1, drive / f"{name}.bak"
+    while dst.exists():
+        n += 1
+        dst = drive / f"{name}.bak{n}"
+    (drive / name).rename(dst)
+    return dst.name
+
+
+def _users_own(drive: Path, path: str) -> bool:
+    """A main.py or boot.py on the drive that is not an earlier magcam one (ours name magcam):
+    the user's own, to be renamed aside rather than overwritten."""
+    name = path.lstrip("/")
+    return name in ("main.py", "boot.py") and (drive / name).is_file() and b"magcam" not in (drive / name).read_bytes()
 
 
 # ---- the entry point ------------------------------------------------------------------------
