@@ -112,7 +112,7 @@ class Link:
         self._frame_epoch = 0
         self.last_frame_id = 0  # the newest id the module began a frame with, this epoch
         self._abandoned: set[int] = set()  # ids a wait_frame gave up on: a late arrival is dropped
-        self._stream_floor: tuple[int, int] | None = None  # (epoch, id): next_frame skips ids up to it
+        self._stream_floor: int | None = None  # next_frame skips ids up to it (cleared with the epoch)
         self.hello: dict | None = None
         self.descriptor: dict | None = None
         self.device_seq_gaps = 0
@@ -510,7 +510,7 @@ class Link:
         any frame the module had begun by now (the old stream's last one, still arriving)."""
         with self._cond:
             self._frames.clear()
-            self._stream_floor = (self._frame_epoch, self.last_frame_id)
+            self._stream_floor = self.last_frame_id
 
     def next_frame(self, timeout: float) -> RawFrame:
         """The oldest finished frame, whichever it is (streaming); raises FrameError if broken."""
@@ -525,8 +525,7 @@ class Link:
                         raise FrameError(-1, f"no frame within {timeout:.3g} s")
                     self._cond.wait(left)
                 fid, result = self._frames.popitem(last=False)
-                floor = self._stream_floor
-                if floor is None or floor[0] != self._frame_epoch or fid > floor[1]:
+                if self._stream_floor is None or fid > self._stream_floor:
                     break
         if isinstance(result, FrameError):
             raise result
