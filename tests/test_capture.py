@@ -171,6 +171,25 @@ def test_burst_of_three_with_json_lines(sim, tmp_path):
     assert exif["ISO"] == 200
 
 
+@pytest.mark.parametrize("json_mode", [True, False])
+def test_a_reader_that_leaves_stops_the_capture_quietly(sim, tmp_path, json_mode):
+    """``capture ... | head -1``: the reader goes away, so the capture stops as cat would, with
+    no "cannot write: Broken pipe" error (the disk is fine), and each frame written is whole."""
+    proc = subprocess.Popen([*MAGCAM, "capture", "--port", sim.port, "--out", str(tmp_path), *SIZE,
+                             "--burst", "20", *(["--json"] if json_mode else [])],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # as head does after its line
+    _, err = proc.communicate(timeout=120)
+    assert first.strip() and proc.returncode == 1
+    assert "error" not in err and "Traceback" not in err, err
+    names = listing(tmp_path)
+    dngs = [n for n in names if n.endswith(".dng")]
+    assert len(dngs) < 20 and names == sorted(dngs + [n[:-4] + ".json" for n in dngs])
+    for name in dngs:
+        check_pair(tmp_path / name, tmp_path / (name[:-4] + ".json"))
+
+
 def test_bracket_exposures_follow_the_evs(sim, tmp_path):
     out = run_cli("capture", "--port", sim.port, "--out", str(tmp_path), *SIZE, "--bracket", "-2,0,2",
                   "--exposure-us", "10000", "--filename", "brk-%n_%E.dng", "--json")

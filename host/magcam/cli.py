@@ -114,6 +114,8 @@ def demo(out_dir: Path, scene: str | None, seed: int, json_mode: bool) -> None:
     out = Reporter(json_mode)
     try:
         run_demo(out_dir, out, scene=scene, seed=seed)
+    except BrokenPipeError:
+        raise  # the reader of our output left (| head): click exits quietly, as cat would
     except OSError as e:
         out.error(describe_os_error(e) if e.errno in (errno.ENOSPC, errno.EDQUOT) else str(e))
         sys.exit(1)
@@ -313,6 +315,8 @@ def capture(port: str, out_dir: Path, burst: int | None, bracket: str | None, wi
         except TemplateError as e:
             out.error(str(e))
             sys.exit(1)
+        except BrokenPipeError:
+            raise  # the reader of our output left (| head), not a disk: click exits quietly
         except OSError as e:
             out.error(describe_os_error(e, run))
             sys.exit(1)
@@ -728,6 +732,8 @@ def _nothing_written_on_error(out: Reporter, target: Path, what: str):
     except PipelineError as e:
         out.error(str(e))
         sys.exit(1)
+    except BrokenPipeError:
+        raise  # the reader of our output left (| head), not a disk: click exits quietly
     except OSError as e:
         out.error(f"cannot write {target}: {e.strerror or e}")
         sys.exit(1)
