@@ -193,6 +193,28 @@ def _hex(path, where, value):
     _fail(path, "%s: %r is not a hex address like \"0x10000\"" % (where, value))
 
 
+def i2c_addr(value):
+    """An I2C address as the board file gives it: an integer (64) or a hex string ("0x40",
+    as datasheets write it; JSON has no hex numbers). None if it is neither."""
+    if _is_int(value):
+        return value
+    if isinstance(value, str) and value[:2] in ("0x", "0X"):
+        try:
+            return int(value[2:], 16)
+        except ValueError:
+            pass
+    return None
+
+
+def _addr(path, where, value, lo, hi):
+    a = i2c_addr(value)
+    if a is None:
+        _fail(path, "%s: %r is not an I2C address (64 or \"0x40\")" % (where, value))
+    if not lo <= a <= hi:
+        _fail(path, "%s: 0x%02x is outside 0x%02x..0x%02x" % (where, a, lo, hi))
+    return a
+
+
 def required_roles(bd):
     """{role: feature} for the features this board enables."""
     feats = bd.get("features", ())
@@ -419,7 +441,7 @@ def _validate_sections(bd, path, rt, chip, pins, warnings):
     if "power_monitor" in feats:
         pm = _section(bd, path, "power_monitor")
         _choice(path, "power_monitor.chip", pm.get("chip"), POWER_MONITORS)
-        addrs[_int(path, "power_monitor.addr", pm.get("addr"), 0x40, 0x4F)] = "power_monitor"
+        addrs[_addr(path, "power_monitor.addr", pm.get("addr"), 0x40, 0x4F)] = "power_monitor"
         _int(path, "power_monitor.shunt_mohm", pm.get("shunt_mohm"), 1, 10000)
         if "max_ma" in pm:
             _int(path, "power_monitor.max_ma", pm["max_ma"], 1, 100000)
@@ -431,7 +453,7 @@ def _validate_sections(bd, path, rt, chip, pins, warnings):
     if "temperature" in feats:
         ts = _section(bd, path, "temperature")
         _choice(path, "temperature.chip", ts.get("chip"), TEMPERATURE_SENSORS)
-        a = _int(path, "temperature.addr", ts.get("addr"), 0x48, 0x4B)
+        a = _addr(path, "temperature.addr", ts.get("addr"), 0x48, 0x4B)
         if a in addrs:
             _fail(path, "temperature.addr: 0x%02x is already the %s's address" % (a, addrs[a]))
     else:
@@ -806,7 +828,7 @@ def make_power_monitor(bd, i2c):
 
     pm = bd["power_monitor"]
     cls = ina2xx.INA219 if pm["chip"] == "ina219" else ina2xx.INA226
-    kw = {"addr": pm["addr"], "shunt_mohm": pm["shunt_mohm"]}
+    kw = {"addr": i2c_addr(pm["addr"]), "shunt_mohm": pm["shunt_mohm"]}
     if "max_ma" in pm:
         kw["max_ma"] = pm["max_ma"]
     dev = cls(i2c, **kw)
@@ -821,7 +843,7 @@ def make_temperature(bd, i2c, sleep):
     """The TMP117 on ``i2c``, after its first conversion; HardwareError if it does not answer."""
     ts = bd["temperature"]
     try:
-        dev = Tmp117(i2c, ts["addr"])
+        dev = Tmp117(i2c, i2c_addr(ts["addr"]))
         dev.wait_ready(sleep)
     except OSError as e:
         raise HardwareError("%s: temperature: %s" % (bd.get("_path", "board.json"), e))

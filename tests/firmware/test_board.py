@@ -667,6 +667,31 @@ def test_pico_hal_software_decoder_digital_hall_and_pwm_lens():
     assert hal.read_power() == (4960, 250)
 
 
+def test_i2c_addresses_may_be_hex_strings_as_datasheets_write_them():
+    # JSON has no hex numbers; "0x41" used to be "is not an integer", and a range error said
+    # "72 is outside 64..79" about a chip whose datasheet says 0x48.
+    bd = _read_board("rpi-pico.json")
+    bd["power_monitor"]["addr"] = "0x41"
+    bd["temperature"]["addr"] = "0X49"
+    B.validate(bd)
+    bus = VirtualI2C()
+    ina = bus.add(0x41, VirtualINA219(shunt_mohm=100))
+    bus.add(0x49, TMP117Model())
+    hal, m, bus = _pico(bd, bus)
+    ina.set(4960, 250)
+    assert hal.read_power() == (4960, 250)
+    assert hal.read_temp_mc() == 23500
+    for value, message in (("0x4g", "'0x4g' is not an I2C address"), ("64", "'64' is not an I2C address"),
+                           (0x20, "power_monitor.addr: 0x20 is outside 0x40..0x4f"),
+                           ("0x50", "power_monitor.addr: 0x50 is outside 0x40..0x4f")):
+        bd = _read_board("rpi-pico.json")
+        bd["power_monitor"]["addr"] = value
+        assert message in _err(bd), (value, _err(bd))
+    bd = _read_board("rpi-pico.json")
+    bd["temperature"]["addr"] = "0x40"
+    assert "temperature.addr: 0x40 is outside 0x48..0x4b" in _err(bd)
+
+
 def test_pin_and_chip_errors_name_the_role():
     from magcam_fw.hal_machine import MachineHal
 
