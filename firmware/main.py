@@ -35,6 +35,7 @@ import sys
 
 from magcam_fw.board import (
     BoardError,
+    check_fits,
     load,
     machine_name,
     pick_board,
@@ -69,6 +70,9 @@ def _here():
     return f[:i] if i > 0 else "."
 
 
+_COPY_ADVICE = "copy the board file for this device"
+
+
 def find_board(rt, machine, root="/", argv=(), environ=None):
     """The validated board dict for this device (rule: see the module docstring)."""
     if rt == "blinka":
@@ -81,10 +85,10 @@ def find_board(rt, machine, root="/", argv=(), environ=None):
         elif environ and environ.get("MAGCAM_BOARD"):
             explicit = environ["MAGCAM_BOARD"]
         if explicit:  # named on the command line: the runtime must fit, the machine is the user's call
-            return _fits(load(explicit), explicit, rt, None)
+            return check_fits(load(explicit), explicit, rt, None, _COPY_ADVICE)
     explicit = _join(root, "board.json")
     if _exists(explicit):
-        return _fits(load(explicit), explicit, rt, machine)
+        return check_fits(load(explicit), explicit, rt, machine, _COPY_ADVICE)
     import json
     import os
 
@@ -106,19 +110,6 @@ def find_board(rt, machine, root="/", argv=(), environ=None):
                          "or several under %s/" % (explicit, folder))
     path, bd = pick_board(cands, machine, rt)
     validate(bd, path)
-    return bd
-
-
-def _fits(bd, path, rt, machine):
-    """An explicit board file must be for this runtime and this machine: another board's pin
-    map would drive this one's pins (a flash pin as VBUS sense, the load switch wrong)."""
-    if bd["runtime"] != rt:
-        raise BoardError("%s is a %s board file (%s), but this device runs %s: copy the board file for this "
-                         "device" % (path, bd["runtime"], bd["name"], rt))
-    m = bd.get("match")
-    if m and machine is not None and m not in machine:
-        raise BoardError("%s is for %r (match %r), not this machine (%r): copy the board file for this device, "
-                         "or fix 'match' if this is the right one" % (path, bd["name"], m, machine))
     return bd
 
 

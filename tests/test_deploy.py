@@ -229,6 +229,15 @@ def test_deploy_refusals(tmp_path: Path) -> None:
         deploy(None, drive=drive)
     # The firmware's advice ("put one at /board.json") is for the device; the host names its boards.
     assert "/board.json" not in str(caught.value) and "feather-rp2040-circuitpython" in str(caught.value)
+    # Another board's file is not installed (boot would refuse it: safe mode), nor kept.
+    before = sorted(p.name for p in drive.iterdir())
+    with pytest.raises(DeployError, match=r"--board is for 'feather-rp2040-circuitpython' .*not this machine "
+                                          r"\('Some Other Board with samd51'\): give this device's board"):
+        deploy(None, drive=drive, board="feather-rp2040-circuitpython")
+    (drive / "board.json").write_bytes((REPO / "boards/feather-rp2040-circuitpython.json").read_bytes())
+    with pytest.raises(DeployError, match=r"the device's board.json is for .*give --board to replace it"):
+        deploy(None, drive=drive)
+    assert sorted(p.name for p in drive.iterdir()) == sorted([*before, "board.json"])
     # A port with a CircuitPython board would be ignored, the copy going to a drive: refused.
     for kw in (dict(drive=drive), dict(board="feather-rp2040-circuitpython")):
         with pytest.raises(DeployError, match="--port /dev/ttyACM0 with .*leave out --port"):
@@ -252,10 +261,22 @@ def test_micropython_deploy_over_the_raw_repl(unix_board: UnixBoard, tmp_path: P
 
     with pytest.raises(DeployError, match="no board file matches this device.*give --board"):
         deploy_micropython(t, root=root, reset=False)
+    # Another machine's board file is refused before anything is copied (its pin map would drive
+    # this device's pins; boot would refuse it too): the unix port is not a Pico.
+    with pytest.raises(DeployError, match=r"--board is for 'rpi-pico' \(match 'Raspberry Pi Pico with RP2040'\), "
+                                          r"not this machine \('linux.*give this device's board"):
+        deploy_micropython(t, board="rpi-pico", root=root, reset=False)
+    assert list(dev.iterdir()) == []
+    # This "device" is the unix port: the Pico's pin map, matched to its machine string.
+    machine = query_device(t, [], root)["machine"]
+    pico = json.loads((REPO / "boards/rpi-pico.json").read_text())
+    pico.update(name="unix-pico", match=machine.split()[0])
+    board_file = tmp_path / "unix-pico.json"
+    board_file.write_text(json.dumps(pico))
 
-    first = deploy_micropython(t, board="rpi-pico", root=root, reset=False, log=logs.append,
+    first = deploy_micropython(t, board=board_file, root=root, reset=False, log=logs.append,
                                progress=lambda *a: progress.append(a))
-    want = {f.path: f for f in app_files("rpi-pico", with_descriptor=False)}
+    want = {f.path: f for f in app_files(board_file, with_descriptor=False)}
     assert sorted(first.copied) == sorted(want) and first.removed == []
     for path, f in want.items():
         assert (dev / path.lstrip("/")).read_bytes() == f.data
@@ -269,7 +290,7 @@ def test_micropython_deploy_over_the_raw_repl(unix_board: UnixBoard, tmp_path: P
     assert info["hash"] == {"/main.py": _sha(dev / "main.py"), "/nothing": None}
     assert info["mpy"] & 0xFF == 6 and info["impl"] == "micropython"
 
-    second = deploy_micropython(t, board="rpi-pico", root=root, reset=False)
+    second = deploy_micropython(t, board=board_file, root=root, reset=False)
     assert second.copied == [] and sorted(second.skipped) == sorted(want)
 
     # Leftovers that would shadow the compiled modules, an edited file, the no-app marker.
@@ -280,7 +301,7 @@ def test_micropython_deploy_over_the_raw_repl(unix_board: UnixBoard, tmp_path: P
     (dev / "main.py").write_text("edited\n")
     (dev / "magcam_noapp").write_text("")
     third = deploy_micropython(t, root=root, reset=False)  # no --board: the device's /board.json is kept
-    assert "kept the device's /board.json (rpi-pico)" in third.notes
+    assert "kept the device's /board.json (unix-pico)" in third.notes
     assert third.copied == ["/main.py"]
     assert third.removed == ["/lib/magcam_fw/hal_sim.mpy", "/lib/magcam_fw/protocol.py", "/magcam_fw"]
     assert any("magcam_noapp exists" in n for n in third.notes)
@@ -291,15 +312,20 @@ def test_micropython_deploy_over_the_raw_repl(unix_board: UnixBoard, tmp_path: P
     check.write_text(
         "import sys\nsys.path[:0] = [sys.argv[1], sys.argv[1] + '/lib']\n"
         "import main\nfrom magcam_fw import protocol, app\n"
-        "bd = main.find_board('micropython', 'Raspberry Pi Pico with RP2040', sys.argv[1])\n"
+        f"bd = main.find_board('micropython', {machine!r}, sys.argv[1])\n"
         "print(protocol.__file__, protocol.VERSION, bd['name'])\n")
     r = subprocess.run([_micropython(), str(check), root], capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.split() == [f"{root}/lib/magcam_fw/protocol.mpy", str(PROTOCOL_VERSION), "rpi-pico"]
+    assert r.stdout.split() == [f"{root}/lib/magcam_fw/protocol.mpy", str(PROTOCOL_VERSION), "unix-pico"]
+
+    # The device's own /board.json for another machine is not kept: the advice is --board.
+    (dev / "board.json").write_bytes((REPO / "boards/rpi-pico.json").read_bytes())
+    with pytest.raises(DeployError, match=r"the device's board.json is for 'rpi-pico'.*give --board to replace it"):
+        deploy_micropython(t, root=root, reset=False)
 
     # The soft reset at the end reaches the REPL (the unix port exits on Ctrl-D; a board reboots).
-    last = deploy_micropython(t, board="rpi-pico", root=root, reset=True)
-    assert last.reset and last.copied == []
+    last = deploy_micropython(t, board=board_file, root=root, reset=True)
+    assert last.reset and last.copied == ["/board.json"]  # the right one put back
     assert unix_board.proc.wait(10) == 0
     t.close()
 

@@ -13,7 +13,7 @@ strapping, flash or PSRAM pins), ADC-capable pins for analog roles, a known actu
 Which board file boot uses (``pick_board``, called by ``firmware/main.py``):
 
 1. ``/board.json`` on the device's filesystem, if it exists: an explicit choice wins, if it is
-   for this runtime and its ``match`` fits this machine (``main._fits``).
+   for this runtime and its ``match`` fits this machine (``check_fits``).
 2. Otherwise every ``/boards/*.json``: those written for the running runtime (``runtime``)
    whose ``match`` string occurs in this device's machine string (``machine_name()``:
    ``sys.implementation._machine`` on MicroPython, e.g. ``"Raspberry Pi Pico with RP2040"``;
@@ -552,6 +552,21 @@ def flash_region(bd, name):
 
 
 # ---- which board -----------------------------------------------------------------------------
+
+
+def check_fits(bd, path, rt, machine, advice):
+    """``bd`` if the board file at ``path`` is for runtime ``rt`` and its ``match`` occurs in
+    ``machine`` (None: not checked), else BoardError ending in ``advice``. Another board's pin
+    map would drive this one's pins (a flash pin as VBUS sense, the load switch wrong). Boot
+    applies it to /board.json, ``magcam deploy`` to the board it is about to install."""
+    if bd["runtime"] != rt:
+        raise BoardError("%s is a %s board file (%s), but this device runs %s: %s"
+                         % (path, bd["runtime"], bd["name"], rt, advice))
+    m = bd.get("match")
+    if m and machine is not None and m not in machine:
+        raise BoardError("%s is for %r (match %r), not this machine (%r): %s, or fix 'match' if this is the "
+                         "right one" % (path, bd["name"], m, machine, advice))
+    return bd
 
 
 def pick_board(candidates, machine, rt):

@@ -420,6 +420,7 @@ def deploy_micropython(t, *, board=None, descriptor: Path | None = None, root: s
         notes.append(f"board {bd['name']} picked for {info['machine']!r}")
     if bd.get("runtime") != "micropython":
         raise DeployError(f"{bd['name']} is a {bd.get('runtime')} board, but {t.device_name} runs MicroPython")
+    _check_machine(bd, info["machine"], keep_board)
     files = _files(bd, descriptor=descriptor, with_descriptor=descriptor is not None, progress=progress)
     device_mpy = info["mpy"] & 0xFF
     built = next((mpy_major(f.data) for f in files if f.path.endswith(".mpy")), device_mpy)
@@ -501,6 +502,17 @@ def find_drive(label: str = DRIVE_LABEL) -> Path:
     return Path(found[0])
 
 
+def _check_machine(bd: dict, machine: str, kept: bool) -> None:
+    """Refuse to install a board file whose ``match`` is not in the device's machine string:
+    the firmware would refuse it at boot (safe mode), and its pin map is another board's."""
+    where = "the device's board.json" if kept else "--board"
+    advice = "give --board to replace it" if kept else "give this device's board, or leave --board out to pick it"
+    try:
+        fw_board.check_fits(bd, where, bd["runtime"], machine, advice)
+    except fw_board.BoardError as e:
+        raise DeployError(str(e)) from None
+
+
 def drive_machine(drive: Path) -> str:
     """The machine string from CircuitPython's boot_out.txt ("...; Adafruit Feather RP2040 with
     rp2040")."""
@@ -566,6 +578,8 @@ def deploy_drive(drive: Path, *, board=None, descriptor: Path | None = None, pro
         raise DeployError(f"{bd['name']} runs {bd.get('runtime')}, not CircuitPython: " + (
             f"deploy over its serial port: `magcam deploy --port PORT --board {bd['name']}`"
             if bd.get("runtime") == "micropython" else "see docs/quickstart.md"))
+    if (drive / "boot_out.txt").is_file():  # without it the machine is unknown
+        _check_machine(bd, drive_machine(drive), keep_board)
     files = _files(bd, descriptor=descriptor, with_descriptor=descriptor is not None, progress=progress)
     if keep_board:
         files = [f for f in files if f.path != "/board.json"]
