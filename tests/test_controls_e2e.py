@@ -178,6 +178,11 @@ def test_descriptor_write_persists_across_restart_and_bad_ones_are_refused(tmp_p
             wrong_type["color"] = "x"  # once accepted, then crashed the firmware's link task
             with pytest.raises(magcam.CommandRejected, match="'color' must be an object"):
                 cam.write_descriptor(wrong_type)
+            dark = json.loads(json.dumps(calibrated))
+            dark["color"]["color_matrix_1"] = [0] * 9  # once stored; then every capture_dng failed
+            with pytest.raises(magcam.CommandRejected, match="must map white"):
+                cam.write_descriptor(dark)
+            assert cam.capture_dng(tmp_path / "still.dng", width=64, height=48).stat().st_size > 0
             assert cam.set_lens_position(100) == 100  # the link still answers
         sim.restart()
         with magcam.connect(sim.port) as cam:

@@ -301,3 +301,9 @@ def test_invalid_descriptor_raises_value_error(edit, message, descriptor, tmp_pa
 def test_structural_extra_tag_is_rejected(descriptor, tmp_path):
     with pytest.raises(ValueError, match="273"):
         write_dng(tmp_path / "bad.dng", small_frame(), descriptor, extra_tags=[(273, 4, 1, 0)])
+
+
+def test_the_firmware_accepts_exactly_the_illuminants_the_dng_writer_knows():
+    from magcam_fw import descriptor as fw_descriptor
+
+    assert sorted(fw_descriptor.ILLUMINANTS) == sorted(color.ILLUMINANT_CODES)

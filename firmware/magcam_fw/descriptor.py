@@ -22,6 +22,8 @@ _SENSOR_KEYS = ("width", "height", "cfa", "bits", "black_level", "white_level")
 _LENS_KEYS = ("position_min", "position_max")
 _MAX_SIDE = const(65535)  # the wire protocol carries frame sides as 16-bit
 _MAX_STEPS = const(4000000)  # Focus keeps its fixed-point position a small int within this
+ILLUMINANTS = ("D65", "D50", "A", "D55", "D75")  # DNG CalibrationIlluminant names the host writes
+_D65 = (0.95047, 1.0, 1.08883)  # the D65 white in XYZ
 
 
 def _path(storage, name=FILENAME):
@@ -90,9 +92,25 @@ def _problem(d):
             return "lens.%s must be a whole number of steps within +-%d" % (k, _MAX_STEPS)
     if not lens["position_min"] < lens["position_max"]:
         return "lens.position_min must be below position_max"
+    # The host writes these into every DNG: a bad one would fail each capture after the exposure.
+    for k in ("focal_mm", "f_number"):
+        if not _is_number(lens.get(k)) or not lens[k] > 0:
+            return "lens.%s must be a number above 0" % k
+    if "min_focus_m" in lens and not (_is_number(lens["min_focus_m"]) and lens["min_focus_m"] > 0):
+        return "lens.min_focus_m must be a number above 0"
+    if d["color"].get("illuminant_1") not in ILLUMINANTS:
+        return "color.illuminant_1 must be one of %s" % ", ".join(ILLUMINANTS)
     m = d["color"].get("color_matrix_1")
     if not isinstance(m, list) or len(m) != 9 or not all(_is_number(v) for v in m):
         return "color.color_matrix_1 must be 9 numbers"
+    # XYZ -> camera: white must give light in every channel (white balance divides by it), and
+    # the matrix must be invertible (the colour pipeline inverts it).
+    if min(m[i] * _D65[0] + m[i + 1] * _D65[1] + m[i + 2] * _D65[2] for i in (0, 3, 6)) <= 0:
+        return "color.color_matrix_1 must map white (D65) to a response above 0 in every channel"
+    det = (m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6])
+           + m[2] * (m[3] * m[7] - m[4] * m[6]))
+    if abs(det) < 1e-9:
+        return "color.color_matrix_1 must be invertible"
     power = d.get("power")
     if power is not None:
         if not isinstance(power, dict):
