@@ -8,6 +8,7 @@ import os
 import struct
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -395,6 +396,28 @@ def test_a_frame_that_came_too_late_never_answers_a_later_capture(shared_sim):
             assert all(cam.next_frame(3).width == 64 for _ in range(3))
         finally:
             cam.stop_stream()
+
+
+def test_a_capture_right_after_an_interrupted_one_waits_for_the_module_instead_of_busy(shared_sim):
+    """Ctrl-C in a REPL, or a capture that timed out, leaves the module sending that frame: the
+    next capture was refused with "busy: capture in progress" until it had ended."""
+    import _thread
+
+    with magcam.connect(shared_sim.port) as cam:
+        timer = threading.Timer(0.3, _thread.interrupt_main)  # as Ctrl-C in a REPL
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                cam.capture_raw(4096, 3072)
+        finally:
+            timer.cancel()
+        frame = cam.capture_raw(64, 48, exposure_us=5000)
+        assert (frame.width, frame.height, frame.exposure_us) == (64, 48, 5000)
+        with pytest.raises(magcam.FrameError, match="not received within"):
+            cam.capture_raw(4096, 3072, timeout=0.05)
+        frame = cam.capture_raw(96, 64)
+        assert (frame.width, frame.height) == (96, 64)
+        assert not cam.link.has_abandoned()  # both big frames came, and were dropped
 
 
 def test_next_frame_gives_the_new_stream_not_the_old_one(shared_sim):

@@ -398,6 +398,8 @@ class Link:
         asm = self._asm
         if kind == "frame_begin":
             self.last_frame_id = msg["frame_id"]
+            if self._abandoned:  # one frame at a time: one given up on before this can no longer come
+                self._abandoned = {i for i in self._abandoned if i >= msg["frame_id"]}
             if asm is not None:
                 self._frame_done(asm.hdr["frame_id"], FrameError(asm.hdr["frame_id"], "no FRAME_END before the next frame"))
             why = P.check_frame_begin(msg)
@@ -474,23 +476,45 @@ class Link:
         deadline = time.monotonic() + timeout
         with self._cond:
             epoch = self._frame_epoch
-            while frame_id not in self._frames:
-                if self.closed:
-                    raise LinkClosed(f"frame {frame_id}: link closed ({self.close_reason})")
-                if self._frame_epoch != epoch:
-                    raise FrameError(frame_id, "the module ended the session before the frame arrived (it rebooted, "
-                                               "or did not hear this host)")
-                left = deadline - time.monotonic()
-                if left <= 0:
+            try:
+                while frame_id not in self._frames:
+                    if self.closed:
+                        raise LinkClosed(f"frame {frame_id}: link closed ({self.close_reason})")
+                    if self._frame_epoch != epoch:
+                        raise FrameError(frame_id, "the module ended the session before the frame arrived (it "
+                                                   "rebooted, or did not hear this host)")
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise FrameError(frame_id, f"not received within {timeout:.3g} s")
+                    self._cond.wait(left)
+            except BaseException:  # timed out, or Ctrl-C: a late arrival must not pass for a later frame
+                if self._frame_epoch == epoch and not self.closed:
                     if len(self._abandoned) >= 64:
                         self._abandoned.clear()
                     self._abandoned.add(frame_id)
-                    raise FrameError(frame_id, f"not received within {timeout:.3g} s")
-                self._cond.wait(left)
+                raise
             result = self._frames.pop(frame_id)
         if isinstance(result, FrameError):
             raise result
         return result
+
+    def has_abandoned(self) -> bool:
+        """Whether a frame a wait_frame gave up on may still be arriving."""
+        with self._cond:
+            return bool(self._abandoned)
+
+    def wait_abandoned(self, timeout: float) -> bool:
+        """Wait until every frame a wait_frame gave up on has ended (arrived and been dropped,
+        or been aborted): the module sends one frame at a time and refuses a capture as busy
+        until it has. True if none is left within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._abandoned and not self.closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return not self._abandoned
 
     def wait_state(self, kind: str, predicate, timeout: float) -> dict | None:
         """Wait until the latest ``kind`` event satisfies ``predicate``; that event, or None."""
