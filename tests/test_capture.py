@@ -365,6 +365,35 @@ def _next_frame_id(sim) -> int:
         return cam.capture_raw(64, 48).frame_id
 
 
+def test_capture_dng_keeps_existing_files_and_wants_a_dng_name(sim, tmp_path):
+    """The API replaced an existing file (a loop reusing "shot.dng" lost every shot but the last)
+    and wrote DNG data under any name ("x.jpg"). Both are refused before the exposure (the frame
+    ids on either side are consecutive); overwrite=True replaces, atomically."""
+    old = tmp_path / "shot.dng"
+    old.write_bytes(b"an earlier shot")
+    link = tmp_path / "link.dng"
+    link.symlink_to(tmp_path / "elsewhere.dng")
+    before = _next_frame_id(sim)
+    with magcam.connect(sim.port) as cam:
+        with pytest.raises(FileExistsError, match=r"exists \(overwrite=True replaces it\); nothing was captured"):
+            cam.capture_dng(old, width=64, height=48)
+        with pytest.raises(FileExistsError):
+            cam.capture_dng(link, width=64, height=48)  # a dangling link is a name in use too
+        for name in ("x.jpg", "x", "x.dng.tmp"):
+            with pytest.raises(ValueError, match=r"must end in \.dng; nothing was captured"):
+                cam.capture_dng(tmp_path / name, width=64, height=48)
+    assert _next_frame_id(sim) == before + 1
+    assert old.read_bytes() == b"an earlier shot" and not (tmp_path / "elsewhere.dng").exists()
+    with magcam.connect(sim.port) as cam:
+        new = cam.capture_dng(tmp_path / "new.DNG", width=64, height=48)
+        replaced = cam.capture_dng(old, width=64, height=48, overwrite=True)
+    assert new == tmp_path / "new.DNG" and replaced == old
+    for path in (new, old):
+        with rawpy.imread(str(path)) as raw:
+            assert raw.raw_image.shape == (48, 64)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.dng", "new.DNG", "shot.dng"]  # nothing staged left
+
+
 def test_an_unwritable_folder_is_refused_before_a_frame_is_taken(sim, tmp_path, record_property):
     """A read-only mount (or, not as root, a read-only folder): the error names the folder, not
     a hidden staging file, and comes before the exposure. The frame ids on either side of the

@@ -137,3 +137,31 @@ def _umask() -> int:
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     with atomic_write(path) as f:
         f.write(data)
+
+
+def link_new(src: Path, dst: Path) -> bool:
+    """Give the complete file ``src`` the name ``dst`` unless ``dst`` exists; False if it does.
+
+    A hard link is atomic and never replaces: the name appears with all the data or not at
+    all. Where the filesystem has no hard links (FAT, some network shares), ``dst`` is
+    reserved with O_EXCL and the file renamed over the reservation."""
+    try:
+        os.link(src, dst)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS, errno.EXDEV):
+            raise
+    try:
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    try:
+        os.replace(src, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(dst)
+        raise
+    return True

@@ -14,6 +14,8 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import numbers
@@ -412,16 +414,36 @@ class Camera:
             time.sleep(0.1)
         return False
 
-    def capture_dng(self, path: str | os.PathLike, **kw) -> Path:
+    def capture_dng(self, path: str | os.PathLike, *, overwrite: bool = False, **kw) -> Path:
         """Capture one frame (``capture_raw``'s keywords) and write it to ``path`` as a DNG,
-        atomically. An output that cannot be written raises OSError before the exposure."""
-        from .atomic import output_problem
+        atomically. An existing file is kept (FileExistsError) unless ``overwrite``; a name
+        that does not end in .dng (ValueError) or an output that cannot be written (OSError)
+        is refused before the exposure."""
+        from .atomic import link_new, output_problem
         from .dng import write_dng
 
+        path = Path(path)
+        if path.suffix.lower() != ".dng":
+            raise ValueError(f"{path}: capture_dng writes a DNG, so the name must end in .dng; nothing was captured")
         why = output_problem(path)
         if why is not None:
             raise OSError(f"{path}: {why}; nothing was captured")
-        return write_dng(path, self.capture_raw(**kw), self.descriptor)
+        if not overwrite and os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "exists (overwrite=True replaces it); nothing was captured", str(path))
+        frame = self.capture_raw(**kw)
+        if overwrite:
+            return write_dng(path, frame, self.descriptor)
+        stage = write_dng(path.with_name(f".{path.name}.{os.getpid()}.new"), frame, self.descriptor)
+        try:  # the name appears complete, and never over a file that appeared meanwhile
+            if not link_new(stage, path):
+                e = FileExistsError(errno.EEXIST, "appeared during the capture; the frame is the error's .frame",
+                                    str(path))
+                e.frame = frame  # not lost: the script can save it elsewhere
+                raise e
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stage)
+        return path
 
 
 def connect(port: str = "auto", **kw) -> Camera:

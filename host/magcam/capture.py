@@ -39,7 +39,7 @@ import numpy as np
 from magcam_fw.protocol import MAX_FRAME_BYTES as _MAX_FRAME_BYTES
 
 from . import sidecar as _sidecar
-from .atomic import write_bytes_atomic
+from .atomic import link_new, write_bytes_atomic
 from .camera import MAX_EV
 from .report import Reporter
 from .dng import write_dng
@@ -273,10 +273,10 @@ def save_capture(out_dir: str | os.PathLike, template: str, frame: RawFrame, des
                 continue
             doc = _sidecar.build(frame, telemetry, dng_name=dng_path.name, dng_sha256=digest, dng_bytes=size)
             write_bytes_atomic(side_stage, _sidecar.dumps(doc))
-            if not _link_new(dng_stage, dng_path):
+            if not link_new(dng_stage, dng_path):
                 continue  # taken since we looked: someone else is writing here too
             try:
-                linked = _link_new(side_stage, side_path)
+                linked = link_new(side_stage, side_path)
             except BaseException:
                 _unlink(dng_path)
                 raise
@@ -326,33 +326,6 @@ def _sha256(path: Path) -> tuple[str, int]:
             h.update(chunk)
             size += len(chunk)
     return h.hexdigest(), size
-
-
-def _link_new(src: Path, dst: Path) -> bool:
-    """Give the complete file ``src`` the name ``dst`` unless ``dst`` exists; False if it does.
-
-    A hard link is atomic and never replaces: the name appears with all the data or not at
-    all. Where the filesystem has no hard links (FAT, some network shares), ``dst`` is
-    reserved with O_EXCL and the file renamed over the reservation."""
-    try:
-        os.link(src, dst)
-        return True
-    except FileExistsError:
-        return False
-    except OSError as e:
-        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS, errno.EXDEV):
-            raise
-    try:
-        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except FileExistsError:
-        return False
-    os.close(fd)
-    try:
-        os.replace(src, dst)
-    except BaseException:
-        _unlink(dst)
-        raise
-    return True
 
 
 def _unlink(path: Path) -> None:
