@@ -420,6 +420,22 @@ def test_a_capture_right_after_an_interrupted_one_waits_for_the_module_instead_o
         assert not cam.link.has_abandoned()  # both big frames came, and were dropped
 
 
+def test_events_start_with_the_queue_and_clear_events_drops_it(shared_sim):
+    with magcam.connect(shared_sim.port) as cam:
+        time.sleep(0.5)
+        queued = cam.link.state.copy()
+        assert "hello" in queued
+        first = next(cam.events(timeout=1))
+        assert first["type"] == "hello"  # none missed: the connect-time snapshot comes first
+        dropped = cam.clear_events()
+        assert dropped >= 2  # the rest of the snapshot (attach, power, ...) and telemetry since
+        latest = max(ev.get("t", 0) for ev in cam.link.state.values())
+        fresh = list(cam.events(duration=1.5))
+        assert fresh, "telemetry keeps coming"
+        assert all(ev["type"] != "hello" and ev.get("t", latest) >= latest for ev in fresh), fresh
+        assert cam.lens_position is not None and cam.power is not None  # the latest values stay
+
+
 def test_next_frame_gives_the_new_stream_not_the_old_one(shared_sim):
     with magcam.connect(shared_sim.port) as cam:
         cam.start_stream(64, 48, fps=30)

@@ -140,9 +140,11 @@ class Camera:
         self.close()
 
     def events(self, timeout: float | None = None, duration: float | None = None) -> Iterator[dict]:
-        """Events as they arrive. Ends when none comes for ``timeout`` seconds, when ``duration``
-        seconds have passed (telemetry keeps coming: this is how to watch for a while), or when
-        the link closes."""
+        """Events in order, none missed: first those queued since connect (or since they were
+        last taken; the connect-time snapshot of the module's state among them), then as they
+        arrive. ``clear_events()`` first to watch only what comes next. Ends when none comes
+        for ``timeout`` seconds, when ``duration`` seconds have passed (telemetry keeps coming:
+        this is how to watch for a while), or when the link closes."""
         end = None if duration is None else time.monotonic() + duration
         while True:
             wait = timeout
@@ -157,6 +159,11 @@ class Camera:
                     return
                 continue
             yield ev
+
+    def clear_events(self) -> int:
+        """Drop the queued events, so ``events()`` gives only what comes next (the properties,
+        ``lens_position``, ``power``, keep the latest values); returns how many were dropped."""
+        return self._link.clear_events()
 
     @property
     def lens_position(self) -> int | None:

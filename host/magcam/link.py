@@ -472,6 +472,13 @@ class Link:
                 self._cond.wait(left)
             return self._events.popleft()
 
+    def clear_events(self) -> int:
+        """Drop the events queued so far (the latest of each kind stays in ``state``); how many."""
+        with self._cond:
+            n = len(self._events)
+            self._events.clear()
+            return n
+
     def wait_frame(self, frame_id: int, timeout: float) -> RawFrame:
         deadline = time.monotonic() + timeout
         with self._cond:
