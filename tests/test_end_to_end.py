@@ -436,6 +436,27 @@ def test_events_start_with_the_queue_and_clear_events_drops_it(shared_sim):
         assert cam.lens_position is not None and cam.power is not None  # the latest values stay
 
 
+def test_an_exception_in_a_burst_keeps_the_frames_already_taken(shared_sim):
+    """An on_frame callback that raised (or Ctrl-C) threw the whole CaptureResult away."""
+    def stop_at_1(i, frame):
+        if i == 1:
+            raise RuntimeError("my script's own error")
+
+    with magcam.connect(shared_sim.port) as cam:
+        with pytest.raises(RuntimeError, match="my script's own error") as caught:
+            cam.capture_burst(4, 64, 48, on_frame=stop_at_1)
+        result = caught.value.result
+        assert [f.extra["index"] for f in result.frames] == [0, 1]
+        assert all(f.data.shape == (48, 64) for f in result.frames)
+        assert [lf.index for lf in result.lost] == [2, 3] and not result.complete
+        assert result.lost[0].reason == "not taken: the series stopped (RuntimeError)"
+        assert "2 frame(s) of the series were taken before this" in "\n".join(caught.value.__notes__)
+        with pytest.raises(TypeError) as caught:  # a callback of the wrong arity fails at frame 0
+            cam.capture_bracket([0, 1], 64, 48, on_frame=lambda frame: None)
+        assert len(caught.value.result.frames) == 1 and [lf.index for lf in caught.value.result.lost] == [1]
+        assert cam.capture_raw(64, 48).width == 64  # the camera goes on
+
+
 def test_next_frame_gives_the_new_stream_not_the_old_one(shared_sim):
     with magcam.connect(shared_sim.port) as cam:
         cam.start_stream(64, 48, fps=30)

@@ -318,18 +318,29 @@ class Camera:
             raise ValueError(f"retries must be a whole number >= 0, not {retries!r}")
         result = CaptureResult()
         gone = None  # why the module is gone for good: the frames left are lost without waiting again
-        for i, (exposure, extra) in enumerate(steps):
-            if gone is not None:
-                result.lost.append(LostFrame(i, gone))
-                continue
-            frame, reason, gone = self._persistent_capture(width, height, exposure, analog_gain, retries, result)
-            if frame is None:
-                result.lost.append(LostFrame(i, reason))
-                continue
-            frame.extra.update(extra, index=i)
-            result.frames.append(frame)
-            if on_frame:
-                on_frame(i, frame)
+        try:
+            for i, (exposure, extra) in enumerate(steps):
+                if gone is not None:
+                    result.lost.append(LostFrame(i, gone))
+                    continue
+                frame, reason, gone = self._persistent_capture(width, height, exposure, analog_gain, retries, result)
+                if frame is None:
+                    result.lost.append(LostFrame(i, reason))
+                    continue
+                frame.extra.update(extra, index=i)
+                result.frames.append(frame)
+                if on_frame:
+                    on_frame(i, frame)
+        except BaseException as e:
+            # Stopped by on_frame's own error, Ctrl-C, a refusal of the first frame: the frames
+            # already taken are not lost with the exception, they ride on it as ``e.result``.
+            done = {f.extra["index"] for f in result.frames} | {lf.index for lf in result.lost}
+            result.lost.extend(LostFrame(j, f"not taken: the series stopped ({type(e).__name__})")
+                               for j in range(len(steps)) if j not in done)
+            e.result = result
+            e.add_note(f"{len(result.frames)} frame(s) of the series were taken before this; they are in "
+                       "the exception's .result (a CaptureResult)")
+            raise
         return result
 
     def _persistent_capture(self, width, height, exposure, analog_gain, retries, result):
