@@ -13,7 +13,7 @@ import rawpy
 from magcam.dng import write_dng
 from conftest import shared_file
 from magcam.frame import CFA_PATTERNS, RawFrame
-from magcam.pipeline import color, develop, write_jpeg, write_png
+from magcam.pipeline import PipelineError, color, denoise, develop, sharpen, write_jpeg, write_png
 from magcam.pipeline.demosaic import bilinear
 
 REPO = Path(__file__).resolve().parents[1]
@@ -178,13 +178,46 @@ def test_write_png_is_lossless(dtype, tmp_path):
 
 
 def test_output_rejects_bad_input(tmp_path):
+    img = np.zeros((4, 4, 3), np.uint8)
+    cases = [
+        (lambda: write_jpeg(tmp_path / "a.jpg", np.zeros((4, 4, 3), np.float32)),
+         "write_jpeg wants an (H, W, 3) uint8 RGB image, not a (4, 4, 3) float32 array"),
+        (lambda: write_jpeg(tmp_path / "a.jpg", np.zeros((4, 4), np.uint8)), "not a (4, 4) uint8 array"),
+        (lambda: write_jpeg(tmp_path / "a.jpg", [[0]]), "not list"),
+        # These were OpenCV's "!_img.empty()" and JPEG bytes in a .png file.
+        (lambda: write_jpeg(tmp_path / "a.jpg", np.zeros((0, 0, 3), np.uint8)), "write_jpeg: the image is empty"),
+        (lambda: write_jpeg(tmp_path / "a.png", img), "a.png: write_jpeg writes JPEG, so the name must end in .jpg"),
+        (lambda: write_png(tmp_path / "a.jpg", img), "a.jpg: write_png writes PNG, so the name must end in .png"),
+        (lambda: write_png(tmp_path / "a.png", np.zeros((4, 4, 3), np.int32)), "uint8 or uint16 RGB image"),
+    ]
+    for call, message in cases:
+        with pytest.raises(PipelineError) as caught:
+            call()
+        assert message in str(caught.value)
     with pytest.raises(ValueError):
-        write_jpeg(tmp_path / "a.jpg", np.zeros((4, 4, 3), np.float32))
-    with pytest.raises(ValueError):
-        write_jpeg(tmp_path / "a.jpg", np.zeros((4, 4), np.uint8))
-    with pytest.raises(ValueError):
-        write_jpeg(tmp_path / "a.jpg", np.zeros((4, 4, 3), np.uint8), quality=101)
-    assert os.listdir(tmp_path) == []
+        write_jpeg(tmp_path / "a.jpg", img, quality=101)
+    assert write_jpeg(tmp_path / "b.JPEG", img).exists()
+    assert os.listdir(tmp_path) == ["b.JPEG"]
+
+
+def test_stages_called_alone_say_what_image_they_want():
+    """denoise and sharpen are usable alone (pipeline.md): odd arrays were numpy's or OpenCV's
+    tracebacks (IndexError, cv2.error in medianBlur, a UFuncTypeError)."""
+    rgb = np.zeros((8, 8, 3), np.float32)
+    cases = [
+        (lambda: denoise.denoise(np.zeros((8, 8), np.float32), chroma=0.5), "denoise wants an (H, W, 3) float32"),
+        (lambda: denoise.denoise(rgb.astype(np.float64), chroma=0.5), "not a (8, 8, 3) float64 array"),
+        (lambda: denoise.denoise(np.zeros((7, 8, 3), np.float32), chroma=0.5), "with even H and W, not 8 x 7"),
+        (lambda: sharpen.sharpen(np.zeros((8, 8), np.float32), 0.5), "sharpen wants an (H, W, 3) float32"),
+        (lambda: sharpen.sharpen(rgb.astype(np.uint8), 0.5), "not a (8, 8, 3) uint8 array"),
+        (lambda: sharpen.sharpen(np.zeros((0, 4, 3), np.float32), 0.5), "sharpen: the image is empty"),
+    ]
+    for call, message in cases:
+        with pytest.raises(PipelineError) as caught:
+            call()
+        assert message in str(caught.value)
+    assert denoise.denoise(rgb + np.float32(0.5), chroma=0.5).shape == (8, 8, 3)
+    assert np.allclose(sharpen.sharpen(rgb + np.float32(0.5), 0.5), 0.5)
 
 
 def test_encode_failure_is_clear_and_leaves_no_file(tmp_path, monkeypatch):

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from magcam.pipeline import filters
+from magcam.pipeline.errors import check_rgb
 from magcam.pipeline.noise import sigma_fn
 
 # chroma: 2x2 average (0), 5x5 median at half res (2 -> 4 px), binomial5 (2 -> 4 px),
@@ -60,6 +61,7 @@ def denoise(rgb: np.ndarray, *, chroma: float = 0.0, luma: float = 0.0, sigma=No
 
     ``sigma``: level -> luma noise; ``chroma_sigma``: a pair level -> Cr, Cb noise, each
     already times ``CHROMA_K`` (see ``chroma_thresholds``); None: chroma is plainly low-passed."""
+    check_rgb(rgb, "denoise", (np.float32,), even=True)
     if chroma <= 0 and (luma <= 0 or sigma is None):
         return rgb
     y, cr, cb = to_opponent(rgb)

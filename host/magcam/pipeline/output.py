@@ -32,25 +32,30 @@ import numpy as np
 
 from magcam.atomic import atomic_path, atomic_write, write_bytes_atomic
 
+from .errors import PipelineError, check_rgb
+
 
 def write_jpeg(path: str | os.PathLike, rgb_uint8: np.ndarray, quality: int = 92) -> Path:
     """Write an (H, W, 3) uint8 RGB image as a baseline JPEG; return the path."""
     if not 0 <= quality <= 100:
         raise ValueError(f"JPEG quality must be 0..100, got {quality}")
-    _check_rgb(rgb_uint8, (np.uint8,))
+    _check_name(path, "write_jpeg", "JPEG", (".jpg", ".jpeg"))
+    check_rgb(rgb_uint8, "write_jpeg", (np.uint8,))
     return _write(path, ".jpg", rgb_uint8, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
 
 
 def write_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     """Write an (H, W, 3) uint8 or uint16 RGB image as a PNG; return the path."""
-    _check_rgb(rgb, (np.uint8, np.uint16))
+    _check_name(path, "write_png", "PNG", (".png",))
+    check_rgb(rgb, "write_png", (np.uint8, np.uint16))
     return _write(path, ".png", rgb, [])
 
 
-def _check_rgb(rgb: np.ndarray, dtypes: tuple) -> None:
-    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype not in dtypes:
-        names = " or ".join(np.dtype(d).name for d in dtypes)
-        raise ValueError(f"expected an (H, W, 3) {names} RGB array")
+def _check_name(path, where: str, fmt: str, suffixes: tuple) -> None:
+    """JPEG data in x.png is what a viewer, and our own reader, would take for a broken file."""
+    if Path(path).suffix.lower() not in suffixes:
+        raise PipelineError(f"{path}: {where} writes {fmt}, so the name must end in "
+                            f"{' or '.join(suffixes)}")
 
 
 def _write(path: str | os.PathLike, ext: str, rgb: np.ndarray, params: list[int]) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from magcam.pipeline import filters
+from magcam.pipeline.errors import check_rgb
 
 
 def margin(radius: float) -> int:
@@ -18,6 +19,8 @@ def margin(radius: float) -> int:
 
 
 def sharpen(rgb: np.ndarray, amount: float, radius: float = 1.0, threshold: float = 0.0) -> np.ndarray:
+    """Unsharp mask on luma, added to R, G, B alike, in place on (H, W, 3) float32."""
+    check_rgb(rgb, "sharpen", (np.float32,))
     if amount <= 0:
         return rgb
     y = (rgb[..., 0] + rgb[..., 1] + rgb[..., 1] + rgb[..., 2]) * np.float32(0.25)
