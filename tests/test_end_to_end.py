@@ -488,6 +488,19 @@ def test_frames_of_before_a_reboot_never_answer_after_it(tmp_path):
         assert [f.frame_id for f in frames] == [1, 2, 3, 4, 5]
 
 
+def test_connect_takes_a_path_like_port_and_refuses_none_clearly(shared_sim):
+    from pathlib import Path
+
+    with magcam.connect(Path(shared_sim.port)) as cam:  # was pyserial's '"port" must be None or a string'
+        assert cam.port == shared_sim.port
+        with pytest.raises(magcam.FrameError) as caught:  # no stream running
+            cam.next_frame(0.2)
+        assert str(caught.value).startswith("no frame within 0.2 s") and caught.value.frame_id is None
+    for bad in (None, "", 3):
+        with pytest.raises(magcam.PortError, match=r"give the serial port as a path"):
+            magcam.connect(bad)  # None was a serial.PortNotOpenError, not a LinkError
+
+
 def test_a_closed_camera_stays_closed(shared_sim):
     """capture_burst on a closed camera used to take it for an unplug and reconnect."""
     with magcam.connect(shared_sim.port) as cam:

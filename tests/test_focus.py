@@ -273,7 +273,8 @@ def test_monitor_without_a_board_for_auto_is_one_clear_error(tmp_path, monkeypat
     run = CliRunner().invoke(main, ["monitor", "--json"])
     assert run.exit_code == 1 and isinstance(run.exception, SystemExit), run.output  # not a PortError
     assert json.loads(run.stdout.splitlines()[-1]) == {
-        "type": "error", "message": "no magcam board found: plug one in (see `magcam ports`) or give --port"}
+        "type": "error",
+        "message": "no magcam board found: plug one in (see `magcam ports`) or give its port (--port on the command line)"}
 
 
 def test_thin_lens_fit_recovers_a_known_lens_and_respects_the_descriptor_cap():

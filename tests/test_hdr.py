@@ -418,6 +418,14 @@ def test_an_unwritable_output_folder_is_said_before_any_work(dng_bracket, tmp_pa
             locked.chmod(0o755)
 
 
+def test_one_name_instead_of_a_list_is_said(dng_bracket, tmp_path):
+    _, paths = dng_bracket
+    for one in (str(paths[0]), paths[0]):  # a str was merged letter by letter: "b is given twice"
+        with pytest.raises(PipelineError, match=r"give the frames of the bracket as a list of files, not one name"):
+            hdr.merge_files(one, tmp_path / "x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_simulator_bracket_end_to_end(tmp_path):
     from magcam.sim import Simulator
 

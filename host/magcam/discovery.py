@@ -11,6 +11,7 @@ Usage::
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from serial.tools import list_ports
@@ -72,16 +73,21 @@ def candidates() -> list[PortInfo]:
     return found
 
 
-def resolve(port: str) -> PortInfo:
+def resolve(port: str | os.PathLike) -> PortInfo:
     """``auto`` -> the single candidate; a path -> its identity if it is a known board."""
+    if isinstance(port, os.PathLike):
+        port = os.fspath(port)
+    if not isinstance(port, str) or not port:
+        raise PortError(f"give the serial port as a path (\"/dev/ttyACM0\") or \"auto\", not {port!r}")
     found = candidates()
     if port != "auto":
         return next((c for c in found if c.device == port), PortInfo(port))
     if not found:
-        raise PortError("no magcam board found: plug one in (see `magcam ports`) or give --port")
+        raise PortError("no magcam board found: plug one in (see `magcam ports`) or give its port (--port on the "
+                        "command line)")
     if len(found) > 1:
         choices = "; ".join(f"{c.device} ({c.label})" for c in found)
-        raise PortError(f"several boards found, pick one with --port: {choices}")
+        raise PortError(f"several boards found, give the port of one (--port on the command line): {choices}")
     return found[0]
 
 

@@ -433,6 +433,8 @@ def merge_files(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, r
     appear together or, on any error, neither does. Returns a summary (outputs, stats)."""
     from magcam import rawio
 
+    if isinstance(paths, (str, bytes, os.PathLike)):  # one name would be merged letter by letter
+        raise PipelineError(f"give the frames of the bracket as a list of files, not one name ({paths!r})")
     if len(paths) < 2:
         name = f" ({paths[0]})" if paths else ""
         raise PipelineError(f"an HDR merge needs at least two frames of a bracket, got {len(paths)}{name}")

@@ -59,10 +59,10 @@ class CommandRejected(LinkError):
 
 
 class FrameError(LinkError):
-    """A frame arrived broken or was aborted; ``frame_id`` says which."""
+    """A frame arrived broken or was aborted; ``frame_id`` says which (None: no frame came)."""
 
-    def __init__(self, frame_id: int, reason: str):
-        super().__init__(f"frame {frame_id}: {reason}")
+    def __init__(self, frame_id: int | None, reason: str):
+        super().__init__(reason if frame_id is None else f"frame {frame_id}: {reason}")
         self.frame_id = frame_id
         self.reason = reason
 
@@ -553,7 +553,8 @@ class Link:
                         raise LinkClosed(f"link closed ({self.close_reason})")
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        raise FrameError(-1, f"no frame within {timeout:.3g} s")
+                        raise FrameError(None, f"no frame within {timeout:.3g} s (is a stream running? "
+                                               "start_stream starts one)")
                     self._cond.wait(left)
                 fid, result = self._frames.popitem(last=False)
                 if self._stream_floor is None or fid > self._stream_floor:
