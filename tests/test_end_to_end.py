@@ -278,14 +278,25 @@ def test_unknown_and_short_commands_get_an_answer_not_silence():
         assert link._replies[502]["code"] == P.NAK_BAD_ARGS
 
 
-def test_capture_refused_while_detached(tmp_path):
-    path = tmp_path / "detached.jsonl"
-    path.write_text('{"t": 0, "do": "detach"}\n')
+@pytest.mark.parametrize("stimulus,why", [
+    ({"t": 0, "do": "detach"}, "module detached: snap it onto the phone"),
+    # Attached, nothing faulted: these were all "sensor rail is off (module detached or faulted)".
+    ({"t": 0, "do": "temp", "c": 71}, "sensor rail held off: too hot (71.0 C, limit 70.0 C)"),
+    ({"t": 0, "do": "vbus", "mv": 4000}, "sensor rail held off: VBUS 4000 mV is below 4400 mV"),
+    ({"t": 0, "do": "vbus", "mv": 9000}, "sensor rail held off: VBUS 9000 mV is above 5500 mV"),
+    ({"t": 200, "do": "load", "ma": 2600}, "sensor rail off after a fault (over_current); retrying"),
+])
+def test_a_refused_capture_says_why_the_rail_is_off(tmp_path, stimulus, why):
+    path = tmp_path / "scenario.jsonl"
+    path.write_text(json.dumps(stimulus) + "\n")
     with Simulator(scenario=path) as sim, magcam.connect(sim.port) as cam:
-        list(cam.events(duration=0.3))
+        if stimulus["do"] == "load":  # capture within the back-off, before the rail retries
+            assert cam.link.wait_state("power", lambda e: e["state"] == "retry_wait", 5)
+        else:
+            list(cam.events(duration=0.5))
         with pytest.raises(CommandRejected) as e:
             cam.capture_raw(64, 48)
-        assert e.value.reason == "not_attached"
+        assert e.value.reason == "not_attached" and e.value.message == why
 
 
 def test_sim_rejects_a_bad_scenario_clearly(tmp_path):

@@ -23,7 +23,9 @@ from magcam_fw.compat import asyncio, const, sleep_ms, ticks_add, ticks_diff, ti
 from magcam_fw.faultlog import FaultLog
 from magcam_fw.focus import Focus
 from magcam_fw.link import Link
-from magcam_fw.power import PowerRail, ON, SOFT_START
+from magcam_fw.power import (
+    FAULT, LATCHED, ON, OVER_TEMPERATURE, OVER_VOLTAGE, RETRY_WAIT, SOFT_START, UNDER_VOLTAGE, PowerRail,
+)
 from magcam_fw.thermal import Thermal, SUSPENDED
 
 _TICK_MS = const(10)
@@ -277,13 +279,33 @@ class App:
         why = P.check_capture(c["width"], c["height"], c["exposure_us"], c["analog_gain"])
         if why:
             return P.NAK_BAD_ARGS, why
-        if self.attach.state != ATTACHED or self.rail.state != ON:
-            return P.NAK_NOT_ATTACHED, "sensor rail is off (module detached or faulted)"
+        if self.attach.state != ATTACHED:
+            return P.NAK_NOT_ATTACHED, "module detached: snap it onto the phone"
+        if self.rail.state != ON:
+            return P.NAK_NOT_ATTACHED, self._rail_off_reason()
         if self.thermal.state == SUSPENDED:
             return P.NAK_BUSY, "streaming suspended: too hot"
         if self._capturing or self.hal.sensor is None:
             return P.NAK_BUSY, "capture in progress"
         return None
+
+    def _rail_off_reason(self):
+        """Why the attached module's sensor rail is off, as a tester can act on it."""
+        rail, lim = self.rail, self.rail.limits
+        state = P.POWER_STATES[rail.state]
+        if rail.blocked == OVER_TEMPERATURE:
+            return "sensor rail held off: too hot (%d.%d C, limit %d.%d C)" % (
+                self._mc // 1000, self._mc % 1000 // 100, lim["max_mc"] // 1000, lim["max_mc"] % 1000 // 100)
+        if rail.blocked == UNDER_VOLTAGE:
+            return "sensor rail held off: VBUS %d mV is below %d mV" % (self._mv, lim["min_mv"])
+        if rail.blocked == OVER_VOLTAGE:
+            return "sensor rail held off: VBUS %d mV is above %d mV" % (self._mv, lim["max_mv"])
+        if rail.state == LATCHED:
+            return "sensor rail latched off after repeated faults (last: %s); a power reset or detach clears it" % (
+                P.FAULT_CAUSES[rail.last_cause])
+        if rail.state in (FAULT, RETRY_WAIT):
+            return "sensor rail off after a fault (%s); retrying" % P.FAULT_CAUSES[rail.last_cause]
+        return "sensor rail is not on yet (power %s)" % state
 
     def _begin_capture(self, c):
         self._frame_id += 1
