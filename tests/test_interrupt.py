@@ -120,3 +120,25 @@ def test_process_stopped_before_its_first_file_leaves_no_new_folder(two_dngs, tm
         lambda ev: ev["type"] == "progress", signal.SIGTERM)
     assert code == 128 + signal.SIGTERM, (code, err)
     assert list(tmp_path.iterdir()) == []  # both folders it made are gone again
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_monitor_and_sim_say_how_they_were_stopped(tmp_path, sig):
+    """Ctrl-C is how a monitor or simulator is ended (0); kill and a closed terminal exit 128 +
+    the signal as for every command (both exited 0, so a script could not tell)."""
+    port_file = tmp_path / "port"
+    sim = subprocess.Popen([*MAGCAM, "sim", "--port-file", str(port_file)], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        port = sim.stdout.readline().strip()
+        code, events, err = signal_when(["monitor", "--port", port, "--json"],
+                                        lambda ev: ev["type"] == "hello", sig, timeout=60)
+        assert code == (0 if sig == signal.SIGINT else 128 + sig), (code, err)
+        assert "Traceback" not in err
+        sim.send_signal(sig)
+        assert sim.wait(timeout=30) == (0 if sig == signal.SIGINT else 128 + sig)
+        assert not port_file.exists()  # removed on the way out
+    finally:
+        if sim.poll() is None:
+            sim.kill()
+            sim.wait()

@@ -43,7 +43,8 @@ class Terminated(KeyboardInterrupt):
 @contextlib.contextmanager
 def _stop_signals_interrupt():
     """While a command runs, SIGTERM / SIGHUP raise :class:`Terminated`; a command that then
-    exits non-zero exits 128 + the signal's number, as a shell reports a process it stopped."""
+    exits (even with 0, as monitor does on Ctrl-C) exits 128 + the signal's number, as a shell reports a
+    process it stopped."""
     got: list[int] = []
 
     def stop(signum, frame):
@@ -59,8 +60,10 @@ def _stop_signals_interrupt():
             break
     try:
         yield
-    except SystemExit as e:
-        if got and e.code not in (0, None):
+        if got:  # returned normally (--json runs click without standalone mode)
+            raise SystemExit(128 + got[0])
+    except SystemExit:
+        if got:  # stopped by the signal, even where Ctrl-C is a clean 0 (monitor): as a shell reports it
             raise SystemExit(128 + got[0]) from None
         raise
     finally:
@@ -169,7 +172,7 @@ def sim(scenario: str | None, scene: str | None, seed: int, flash: Path | None, 
         sys.exit(1)
     stop = []
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # HUP: its terminal closed
-        signal.signal(sig, lambda *_: stop.append(1))
+        signal.signal(sig, lambda signum, _: stop.append(signum))
     try:
         click.echo(simulator.port)
         sys.stdout.flush()
@@ -184,8 +187,11 @@ def sim(scenario: str | None, scene: str | None, seed: int, flash: Path | None, 
             if deadline is not None and time.monotonic() >= deadline:
                 break
             time.sleep(0.05)
-        status = 0 if (stop or simulator.alive()) else 1
-        if status:
+        if stop:  # Ctrl-C is the way to end it (0); TERM / HUP exit as a shell reports a stopped process
+            status = 0 if stop[0] == signal.SIGINT else 128 + stop[0]
+        else:
+            status = 0 if simulator.alive() else 1
+        if status == 1:
             click.echo("error: the simulated firmware exited", err=True)
     finally:
         simulator.stop()
