@@ -292,7 +292,6 @@ class App:
     def _rail_off_reason(self):
         """Why the attached module's sensor rail is off, as a tester can act on it."""
         rail, lim = self.rail, self.rail.limits
-        state = P.POWER_STATES[rail.state]
         if rail.blocked == OVER_TEMPERATURE:
             return "sensor rail held off: too hot (%d.%d C, limit %d.%d C)" % (
                 self._mc // 1000, self._mc % 1000 // 100, lim["max_mc"] // 1000, lim["max_mc"] % 1000 // 100)
@@ -305,7 +304,7 @@ class App:
                 P.FAULT_CAUSES[rail.last_cause])
         if rail.state in (FAULT, RETRY_WAIT):
             return "sensor rail off after a fault (%s); retrying" % P.FAULT_CAUSES[rail.last_cause]
-        return "sensor rail is not on yet (power %s)" % state
+        return "sensor rail is not on yet (power %s)" % P.POWER_STATES[rail.state]
 
     def _begin_capture(self, c):
         self._frame_id += 1

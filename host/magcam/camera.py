@@ -199,7 +199,7 @@ class Camera:
         self._link.wait_state("power", lambda e: e["state"] not in _RAIL_COMING_UP, RAIL_SETTLE_S)
         # Generous: the exposure, plus 2 s, plus 1 s per 2 MB even over a slow full-speed USB link.
         wait = timeout if timeout is not None else 2.0 + request["exposure_us"] / 1e6 + w * h * 2 / 2e6
-        ack = self._command_when_free(P.CMD_CAPTURE, request, wait)
+        ack = self._send_capture(request, wait)
         # The exposure starts as the device accepts the command: what we knew then is what a
         # sidecar should say about the module at exposure (the frame itself arrives later).
         state_at_exposure = dict(self._link.state)
@@ -208,19 +208,19 @@ class Camera:
         frame.extra["state_at_exposure"] = state_at_exposure
         return frame
 
-    def _command_when_free(self, cmd: int, args: dict, wait: float) -> dict:
+    def _send_capture(self, request: dict, wait: float) -> dict:
         """Send a capture; if the module is still sending a frame this host gave up on (a capture
         interrupted with Ctrl-C in a REPL, or timed out), wait up to ``wait`` for it to end
         instead of failing as busy: the module sends one frame at a time."""
         try:
-            return self._link.command(cmd, args, timeout=1.0)
+            return self._link.command(P.CMD_CAPTURE, request, timeout=1.0)
         except CommandRejected as e:
             if e.reason != "busy" or not self._link.has_abandoned() or not self._link.wait_abandoned(wait):
                 raise
         deadline = time.monotonic() + 1.0  # it has ended the frame: the busy flag clears as it does
         while True:
             try:
-                return self._link.command(cmd, args, timeout=1.0)
+                return self._link.command(P.CMD_CAPTURE, request, timeout=1.0)
             except CommandRejected as e:
                 if e.reason != "busy" or time.monotonic() > deadline:
                     raise

@@ -42,9 +42,9 @@ class Terminated(KeyboardInterrupt):
 
 @contextlib.contextmanager
 def _stop_signals_interrupt():
-    """While a command runs, SIGTERM / SIGHUP raise :class:`Terminated`; a command that then
-    exits (even with 0, as monitor does on Ctrl-C) exits 128 + the signal's number, as a shell reports a
-    process it stopped."""
+    """While a command runs, SIGTERM / SIGHUP raise :class:`Terminated`; the command then exits
+    128 + the signal's number, as a shell reports a process it stopped, however it ends (monitor
+    ends Ctrl-C with 0; with --json click returns instead of exiting)."""
     got: list[int] = []
 
     def stop(signum, frame):
@@ -59,16 +59,16 @@ def _stop_signals_interrupt():
         except ValueError:  # not the main thread (a test runner's worker): leave the defaults
             break
     try:
-        yield
-        if got:  # returned normally (--json runs click without standalone mode)
-            raise SystemExit(128 + got[0])
-    except SystemExit:
-        if got:  # stopped by the signal, even where Ctrl-C is a clean 0 (monitor): as a shell reports it
-            raise SystemExit(128 + got[0]) from None
-        raise
+        try:
+            yield
+        except SystemExit:
+            if not got:
+                raise
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+    if got:
+        raise SystemExit(128 + got[0])
 
 
 class _Group(click.Group):
