@@ -181,21 +181,9 @@ def _int(path, where, value, lo=None, hi=None):
     return value
 
 
-def _hex(path, where, value):
-    """Flash addresses are hex strings in JSON ("0x10000"); ints are accepted too."""
-    if _is_int(value):
-        return value
-    try:
-        if isinstance(value, str) and value[:2] in ("0x", "0X"):
-            return int(value[2:], 16)
-    except ValueError:
-        pass
-    _fail(path, "%s: %r is not a hex address like \"0x10000\"" % (where, value))
-
-
-def i2c_addr(value):
-    """An I2C address as the board file gives it: an integer (64) or a hex string ("0x40",
-    as datasheets write it; JSON has no hex numbers). None if it is neither."""
+def hex_int(value):
+    """An address as a board file gives it: an integer (64) or a hex string ("0x40", as
+    datasheets write it; JSON has no hex numbers). None if it is neither."""
     if _is_int(value):
         return value
     if isinstance(value, str) and value[:2] in ("0x", "0X"):
@@ -206,8 +194,16 @@ def i2c_addr(value):
     return None
 
 
+def _hex(path, where, value):
+    """Flash addresses are hex strings in JSON ("0x10000"); ints are accepted too."""
+    a = hex_int(value)
+    if a is None:
+        _fail(path, "%s: %r is not a hex address like \"0x10000\"" % (where, value))
+    return a
+
+
 def _addr(path, where, value, lo, hi):
-    a = i2c_addr(value)
+    a = hex_int(value)
     if a is None:
         _fail(path, "%s: %r is not an I2C address (64 or \"0x40\")" % (where, value))
     if not lo <= a <= hi:
@@ -843,7 +839,7 @@ def make_power_monitor(bd, i2c):
 
     pm = bd["power_monitor"]
     cls = ina2xx.INA219 if pm["chip"] == "ina219" else ina2xx.INA226
-    kw = {"addr": i2c_addr(pm["addr"]), "shunt_mohm": pm["shunt_mohm"]}
+    kw = {"addr": hex_int(pm["addr"]), "shunt_mohm": pm["shunt_mohm"]}
     if "max_ma" in pm:
         kw["max_ma"] = pm["max_ma"]
     dev = cls(i2c, **kw)
@@ -858,7 +854,7 @@ def make_temperature(bd, i2c, sleep):
     """The TMP117 on ``i2c``, after its first conversion; HardwareError if it does not answer."""
     ts = bd["temperature"]
     try:
-        dev = Tmp117(i2c, i2c_addr(ts["addr"]))
+        dev = Tmp117(i2c, hex_int(ts["addr"]))
         dev.wait_ready(sleep)
     except OSError as e:
         raise HardwareError("%s: temperature: %s" % (bd.get("_path", "board.json"), e))

@@ -66,11 +66,11 @@ from magcam.pipeline import black as black_stage
 from magcam.pipeline import (color, defects, demosaic, demosaic_rias, denoise, filters, fused, highlights, sharpen, tone,
                              whitebalance)
 from magcam.pipeline.errors import PipelineError
+from magcam.pipeline.output import FORMATS
 from magcam.pipeline.noise import NoiseSampler, sigma_fn
 from magcam.pipeline.shading import GainMap
 from magcam.rawio import RawImage, from_frame, read
 
-FORMATS = {"tiff": (".tif", ".tiff"), "png": (".png",), "jpeg": (".jpg", ".jpeg")}
 PRESETS = ("default", "fast", "quality")
 DEFAULT_TILE = 768  # tile height; tiles are twice as wide (docs/pipeline.md: why this size)
 _ANALYSIS_ROWS = 256

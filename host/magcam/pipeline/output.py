@@ -35,27 +35,30 @@ from magcam.atomic import atomic_path, atomic_write, write_bytes_atomic
 from .errors import PipelineError, check_rgb
 
 
+FORMATS = {"tiff": (".tif", ".tiff"), "png": (".png",), "jpeg": (".jpg", ".jpeg")}  # name -> extensions
+
+
 def write_jpeg(path: str | os.PathLike, rgb_uint8: np.ndarray, quality: int = 92) -> Path:
     """Write an (H, W, 3) uint8 RGB image as a baseline JPEG; return the path."""
     if not 0 <= quality <= 100:
         raise ValueError(f"JPEG quality must be 0..100, got {quality}")
-    _check_name(path, "write_jpeg", "JPEG", (".jpg", ".jpeg"))
+    _check_name(path, "write_jpeg", "jpeg")
     check_rgb(rgb_uint8, "write_jpeg", (np.uint8,))
     return _write(path, ".jpg", rgb_uint8, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
 
 
 def write_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     """Write an (H, W, 3) uint8 or uint16 RGB image as a PNG; return the path."""
-    _check_name(path, "write_png", "PNG", (".png",))
+    _check_name(path, "write_png", "png")
     check_rgb(rgb, "write_png", (np.uint8, np.uint16))
     return _write(path, ".png", rgb, [])
 
 
-def _check_name(path, where: str, fmt: str, suffixes: tuple) -> None:
+def _check_name(path, where: str, fmt: str) -> None:
     """JPEG data in x.png is what a viewer, and our own reader, would take for a broken file."""
-    if Path(path).suffix.lower() not in suffixes:
-        raise PipelineError(f"{path}: {where} writes {fmt}, so the name must end in "
-                            f"{' or '.join(suffixes)}")
+    if Path(path).suffix.lower() not in FORMATS[fmt]:
+        raise PipelineError(f"{path}: {where} writes {fmt.upper()}, so the name must end in "
+                            f"{' or '.join(FORMATS[fmt])}")
 
 
 def _write(path: str | os.PathLike, ext: str, rgb: np.ndarray, params: list[int]) -> Path:
