@@ -54,6 +54,10 @@ def test_ring_counts_exactly_with_bounce_and_reversals(tmp_path, rate):
     assert enc[-1]["count"] == n - n // 2
     assert max(e["count"] for e in enc) == n
     assert enc[-1]["velocity"] == 0  # the ring's coming to rest is reported too
+    # The glitches are on the wire, in an event of their own (the count did not move for them).
+    assert enc[-1]["glitches"] == 10
+    first = next(e for e in enc if e["glitches"])
+    assert first["glitches"] == 10 and first["count"] == n
 
 
 def test_fast_turns_move_the_lens_further_than_slow_ones(tmp_path):

@@ -120,6 +120,26 @@ def test_state_follows_the_latest_event_of_each_kind(descriptor, clock):
     assert dash.velocity == 0
 
 
+def test_rail_held_off_glitches_and_faults_since_boot(descriptor, clock):
+    """What the device says in EV_POWER and EV_ENCODER is on screen before any fault or move."""
+    dash = Dashboard(descriptor=descriptor, clock=clock)
+    text = render(dash, 100)
+    assert "held off" not in text and re.search(r"since boot\s+-", text) and re.search(r"glitches\s+-", text)
+    dash.feed([
+        {"type": "power", "t": 10, "state": "granted", "mv": 5000, "ma": 0, "budget_mw": 4500,
+         "blocked": "over_temperature", "faults": 3},
+        {"type": "encoder", "t": 20, "count": 5, "lens": 500, "velocity": 0, "at_min": False, "at_max": False,
+         "glitches": 14},
+    ])
+    assert dash.faults_since_boot == 3
+    text = render(dash, 100)
+    assert re.search(r"rail\s+granted", text) and re.search(r"held off\s+too hot", text), text
+    assert re.search(r"since boot\s+3", text) and re.search(r"glitches\s+14", text), text
+    dash.update({"type": "power", "t": 30, "state": "on", "mv": 4963, "ma": 250, "budget_mw": 4500,
+                 "blocked": None, "faults": 3})
+    assert "held off" not in render(dash, 100)
+
+
 def test_lens_fraction_clamps_and_end_stops(descriptor, clock):
     dash = Dashboard(descriptor=descriptor, clock=clock)
     assert dash.lens_fraction is None and dash.velocity is None and dash.volts is None

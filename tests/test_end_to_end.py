@@ -298,6 +298,11 @@ def test_a_refused_capture_says_why_the_rail_is_off(tmp_path, stimulus, why):
         with pytest.raises(CommandRejected) as e:
             cam.capture_raw(64, 48)
         assert e.value.reason == "not_attached" and e.value.message == why
+        # The power events say the same to a monitor: what holds the switch open, and the faults.
+        power = cam.link.state["power"]
+        held = {"temp": "over_temperature", "vbus": "under_voltage" if stimulus.get("mv", 0) < 5000 else "over_voltage"}
+        assert power["blocked"] == held.get(stimulus["do"]), power
+        assert power["faults"] == (1 if stimulus["do"] == "load" else 0), power
 
 
 def test_sim_rejects_a_bad_scenario_clearly(tmp_path):

@@ -95,7 +95,7 @@ out["imported"] = mods
 from magcam_fw import protocol as p
 out["protocol_file"] = p.__file__
 enc = p.Encoder()
-wire = bytes(enc.encode(p.EV_ENCODER, 7, (1234, 40, 40, 0, 0)))
+wire = bytes(enc.encode(p.EV_ENCODER, 7, (1234, 40, 40, 0, 0, 0)))
 got = []
 dec = p.Decoder()
 dec.feed(wire, lambda t, s, pl: got.append([t, s, p.unpack(t, bytes(pl))]))
@@ -157,7 +157,7 @@ def test_image_mounts_and_runs_in_the_micropython_unix_port(board: str, tmp_path
     assert sorted(out["imported"]) == sorted(modules)
     assert out["protocol_file"] == "/img/lib/magcam_fw/protocol.mpy"
     assert out["roundtrip"] == [[0x10, 7, {"type": "encoder", "t": 1234, "count": 40, "lens": 40,
-                                          "velocity": 0, "flags": 0}]]
+                                          "velocity": 0, "flags": 0, "glitches": 0}]]
     assert out["board"][0] == board and out["board"][1] == "/img/board.json"
     assert out["descriptor_check"] is None and out["factory_descriptor"] is None
     assert out["written"] == '{"unclean": 0}'

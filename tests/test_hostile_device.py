@@ -113,7 +113,7 @@ class HostileDevice:
             self.send(P.HELLO, (self.hello_version, 1, 1000, 4104, 1024, 4096, 0), "hostile 6.6.6")
             self.send(P.DESCRIPTOR, (), self.descriptor)
             if self.power_state is not None:
-                self.send(P.EV_POWER, (1000, self.power_state, 5000, 250, 4500))
+                self.send(P.EV_POWER, (1000, self.power_state, 5000, 250, 4500, 0, 0))
         elif mtype == P.CMD_FAULTS_READ:
             self.ack(seq, 0, b"")
         elif mtype == P.CMD_SET_LENS:
@@ -484,7 +484,7 @@ def test_event_flood_stays_bounded_and_the_host_answers(bounded):
     def flood(dev):
         i = 0
         while not stop.is_set():
-            dev.send(P.EV_ENCODER, (i, i, i, 0, 0))
+            dev.send(P.EV_ENCODER, (i, i, i, 0, 0, 0))
             dev.send(P.EV_LOG, (i, 1), "x" * 200)
             i += 1
 

@@ -127,7 +127,7 @@ def test_event_flood_stays_bounded():
     link = Link(dev.port, event_queue=100)
     try:
         for i in range(1000):
-            dev.send(P.EV_ENCODER, (i, i, i, 0, 0))
+            dev.send(P.EV_ENCODER, (i, i, i, 0, 0, 0))
         deadline = time.monotonic() + 5
         while link.events_dropped < 900 and time.monotonic() < deadline:
             time.sleep(0.02)

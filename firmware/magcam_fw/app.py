@@ -80,6 +80,7 @@ class App:
         self._ma = 0
         self._last_count = 0
         self._moving = False
+        self._glitches = 0  # the ring's count of impossible transitions in the last EV_ENCODER
         self._next_power = self._next_thermal = self._next_link = self._next_beacon = 0
         self.running = True
 
@@ -112,7 +113,13 @@ class App:
         # Only a closed switch carries current. In the tick that opens it the reading is still
         # the one from before the cut (EV_FAULT reports it): 0, as the wire promises.
         ma = self._ma if self.rail.state == ON or self.rail.state == SOFT_START else 0
-        self._event(P.EV_POWER, (now, self.rail.state, self._mv, ma, self.rail.budget_mw))
+        rail = self.rail
+        self._event(P.EV_POWER, (now, rail.state, self._mv, ma, rail.budget_mw, rail.blocked, min(rail.faults, 0xFFFF)))
+
+    def _encoder_event(self, now, count):
+        self._glitches = g = self.encoder.glitches
+        f = self.focus
+        self._event(P.EV_ENCODER, (now, count, f.position, f.velocity, f.flags, g & 0xFFFFFFFF))
 
     def _snapshot(self):
         """Everything a host that just (re)joined needs to know, including why things are odd."""
@@ -128,7 +135,7 @@ class App:
         self._power_event(t)
         self._next_thermal = ticks_add(t, _THERMAL_EVERY_MS)  # the periodic one counts from here, as power's does
         self._event(P.EV_THERMAL, (t, self._mc, self.thermal.state, self._stream_fps()))
-        self._event(P.EV_ENCODER, (t, self.encoder.value(), self.focus.position, self.focus.velocity, self.focus.flags))
+        self._encoder_event(t, self.encoder.value())
 
     # ---- control ----------------------------------------------------------------------
     def control_tick(self):
@@ -138,7 +145,7 @@ class App:
         attach_changed = self.attach.update(now)
         self._mv, self._ma = hal.read_power()
         self._mc = hal.read_temp_mc()
-        before = self.rail.state
+        before, held = self.rail.state, self.rail.blocked
         cause = self.rail.update(self.attach.attached, self._mv, self._ma, self._mc, now)
         if self.rail.state != ON and self._capturing:
             self._abort = True  # the sensor lost power: stop streaming in this same tick
@@ -151,7 +158,7 @@ class App:
         if cause:
             self._event(P.EV_FAULT, (now, cause, self.rail.last_value, min(self.rail.faults, 0xFFFF)))
             self.faultlog.append(self.boot, now, cause, self.rail.last_value)
-        if self.rail.state != before or ticks_diff(now, self._next_power) >= 0:
+        if self.rail.state != before or self.rail.blocked != held or ticks_diff(now, self._next_power) >= 0:
             self._power_event(now)
         if self.thermal.update(self._mc) or ticks_diff(now, self._next_thermal) >= 0:
             self._next_thermal = ticks_add(now, _THERMAL_EVERY_MS)
@@ -161,9 +168,9 @@ class App:
         count = self.encoder.value()
         changed = self.focus.update(count, now)
         moving = self.focus.velocity != 0
-        # An event on every move, and one more when the ring comes to rest (velocity 0).
-        if changed or count != self._last_count or moving != self._moving:
-            self._event(P.EV_ENCODER, (now, count, self.focus.position, self.focus.velocity, self.focus.flags))
+        # An event on every move or glitch, and one more when the ring comes to rest (velocity 0).
+        if changed or count != self._last_count or moving != self._moving or self.encoder.glitches != self._glitches:
+            self._encoder_event(now, count)
         self._last_count = count
         self._moving = moving
         if self.session:

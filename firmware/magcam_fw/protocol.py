@@ -15,7 +15,7 @@ Usage::
     from magcam_fw import protocol as p
 
     enc = p.Encoder()
-    wire = enc.encode(p.EV_ENCODER, 7, (1234, 40, 40, 0, 0))   # memoryview, valid until next call
+    wire = enc.encode(p.EV_ENCODER, 7, (1234, 40, 40, 0, 0, 0))   # memoryview, valid until next call
 
     dec = p.Decoder()
     def on_message(mtype, seq, payload):                       # payload: memoryview, copy to keep
@@ -96,9 +96,9 @@ SCHEMA = {
     DESCRIPTOR: ("descriptor", "<", (), "json", _TEXT),
     ACK: ("ack", "<Hi", ("ack_seq", "value"), "data", _BYTES),
     NAK: ("nak", "<HB", ("ack_seq", "code"), "message", _TEXT),
-    EV_ENCODER: ("encoder", "<IiiiB", ("t", "count", "lens", "velocity", "flags"), None, _NO_TAIL),
+    EV_ENCODER: ("encoder", "<IiiiBI", ("t", "count", "lens", "velocity", "flags", "glitches"), None, _NO_TAIL),
     EV_ATTACH: ("attach", "<IBI", ("t", "state", "session"), None, _NO_TAIL),
-    EV_POWER: ("power", "<IBHHH", ("t", "state", "mv", "ma", "budget_mw"), None, _NO_TAIL),
+    EV_POWER: ("power", "<IBHHHBH", ("t", "state", "mv", "ma", "budget_mw", "blocked", "faults"), None, _NO_TAIL),
     EV_THERMAL: ("thermal", "<IiBH", ("t", "mc", "state", "fps_x10"), None, _NO_TAIL),
     EV_FAULT: ("fault", "<IBiH", ("t", "cause", "value", "count"), None, _NO_TAIL),
     EV_LINK: (

@@ -115,7 +115,7 @@ class Dashboard:
         self.counts: collections.Counter[str] = collections.Counter()
         # Faults
         self.faults: collections.deque[dict] = collections.deque(maxlen=history)  # newest last
-        self.faults_since_boot: int | None = None  # EV_FAULT `count` (the device's)
+        self.faults_since_boot: int | None = None  # the device's count (EV_POWER `faults`, EV_FAULT `count`)
         self.faults_seen = 0
         # Frames (captures and stream frames that went over this link)
         self.frames_ok = 0
@@ -161,6 +161,8 @@ class Dashboard:
             self.attach = event
         elif kind == "power":
             self.power = event
+            if isinstance(event.get("faults"), int):
+                self.faults_since_boot = event["faults"]
         elif kind == "thermal":
             self.thermal = event
         elif kind == "fault":
@@ -319,6 +321,8 @@ _STATE_STYLES = {
 }
 _LEVEL_STYLES = {"debug": "dim", "info": "", "warning": "yellow", "error": "bold red"}
 _DASH = "-"
+# What holds the rail's switch open (EV_POWER `blocked`), as a tester reads it.
+_HELD_OFF = {"over_temperature": "too hot", "under_voltage": "VBUS too low", "over_voltage": "VBUS too high"}
 
 
 def lens_bar(fraction: float, width: int, ascii_only: bool = False) -> str:
@@ -420,6 +424,8 @@ class DashboardView:
         return self._panel(text, "magcam monitor", "red" if (d.link_closed or d.safe_mode) else "blue")
 
     def _focus(self, ascii_only: bool, col_width: int):
+        from rich.text import Text
+
         d = self.dash
         t = self._kv()
         enc = d.encoder
@@ -438,6 +444,9 @@ class DashboardView:
         if enc and enc.get("at_max"):
             stops.append("at MAX")
         t.add_row("end-stop", _DASH if enc is None else (", ".join(stops) or "free"))
+        # Impossible transitions since boot: a rising count means noise or a slow IRQ (docs/focus.md).
+        glitches = enc and enc.get("glitches")
+        t.add_row("glitches", Text(_fmt(glitches), style="yellow" if glitches else ""))
         if d.focus is not None:  # the focus meter: this frame's sharpness against the best seen
             f = d.focus
             bar_w = max(min(col_width - 24, 40), 8)
@@ -447,12 +456,16 @@ class DashboardView:
         return self._panel(t, "Focus")
 
     def _power(self):
+        from rich.text import Text
+
         d = self.dash
         t = self._kv()
         t.add_row("attach", self._state(d.attach and d.attach["state"]))
         t.add_row("attach #", _fmt(d.attach and d.attach["session"]))
         p = d.power
         t.add_row("rail", self._state(p and p["state"]))
+        if p and p.get("blocked"):
+            t.add_row("held off", Text(_HELD_OFF.get(p["blocked"], p["blocked"]), style="yellow"))
         t.add_row("VBUS", _fmt(d.volts, ".3f", "V"))
         t.add_row("current", _fmt(p and p["ma"], "", "mA"))
         t.add_row("power", _fmt(d.watts, ".2f", "W"))

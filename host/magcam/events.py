@@ -20,12 +20,15 @@ def to_event(msg: dict, link=None) -> dict:
     if kind == "encoder":
         return {"type": "encoder", "t": msg["t"], "count": msg["count"], "lens": msg["lens"],
                 "velocity": msg["velocity"], "at_min": bool(msg["flags"] & P.ENC_AT_MIN),
-                "at_max": bool(msg["flags"] & P.ENC_AT_MAX)}
+                "at_max": bool(msg["flags"] & P.ENC_AT_MAX), "glitches": msg["glitches"]}
     if kind == "attach":
         return {"type": "attach", "t": msg["t"], "state": _name(P.ATTACH_STATES, msg["state"]), "session": msg["session"]}
     if kind == "power":
         return {"type": "power", "t": msg["t"], "state": _name(P.POWER_STATES, msg["state"]), "mv": msg["mv"],
-                "ma": msg["ma"], "budget_mw": msg["budget_mw"]}
+                "ma": msg["ma"], "budget_mw": msg["budget_mw"],
+                # What holds a granted or retrying rail's switch open (a fault cause), else None.
+                "blocked": _name(P.FAULT_CAUSES, msg["blocked"]) if msg["blocked"] else None,
+                "faults": msg["faults"]}
     if kind == "thermal":
         return {"type": "thermal", "t": msg["t"], "c": msg["mc"] / 1000, "state": _name(P.THERMAL_STATES, msg["state"]),
                 "fps_x10": msg["fps_x10"]}

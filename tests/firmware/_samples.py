@@ -39,10 +39,11 @@ SAMPLES = [
             "lens": 2147483647,
             "velocity": -40,
             "flags": 3,
+            "glitches": 4294967295,
         },
     ),
     ("attach", P.EV_ATTACH, 5, {"t": 0, "state": 2, "session": 1}),
-    ("power", P.EV_POWER, 6, {"t": 1000, "state": 4, "mv": 4963, "ma": 250, "budget_mw": 5000}),
+    ("power", P.EV_POWER, 6, {"t": 1000, "state": 2, "mv": 4963, "ma": 0, "budget_mw": 5000, "blocked": 3, "faults": 65535}),
     ("thermal", P.EV_THERMAL, 7, {"t": 2000, "mc": -12500, "state": 1, "fps_x10": 150}),
     ("fault", P.EV_FAULT, 8, {"t": 3000, "cause": 1, "value": 1800, "count": 2}),
     (

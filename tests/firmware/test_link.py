@@ -49,7 +49,7 @@ def test_send_numbers_frames_and_counts():
     t = _Transport()
     link = Link(t)
     link.send(P.EV_LOG, (5, 1), "hello")
-    link.send(P.EV_ENCODER, (6, 12, 500, 0, P.ENC_AT_MAX))
+    link.send(P.EV_ENCODER, (6, 12, 500, 0, P.ENC_AT_MAX, 0))
     kept = link.encode(P.ACK, (2, 0), b"")
     link.write(kept)
     assert link.tx_frames == 3 and link.tx_dropped == 0
