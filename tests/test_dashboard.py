@@ -446,6 +446,17 @@ def test_monitor_in_a_pipe_prints_plain_lines(scenario):
     assert any(" encoder " in line and "count=140 " in line for line in lines)
     assert any(" fault " in line and "cause=over_current value=2500" in line for line in lines)
     assert any(" thermal " in line and "c=58.5 state=derated" in line for line in lines)
+    # Values as --json writes them, not Python's: false, and - for null.
+    assert any(" encoder " in line and "at_min=false at_max=false glitches=0" in line for line in lines)
+    assert any(" power " in line and "blocked=- faults=1" in line for line in lines)
+
+
+def test_plain_lines_spell_out_nested_counters():
+    out = io.StringIO()
+    Reporter(stream=out).event({**device_link(4000, 12, 30, rx_crc_errors=2), "host": host_stats(900, 40)})
+    line = out.getvalue()
+    assert "{" not in line and "'" not in line, line  # it printed dict reprs once
+    assert "device.rx_frames=12 device.rx_crc_errors=2 " in line and " host.bytes_in=900 host.frames=40 " in line
 
 
 def test_monitor_on_a_terminal_exits_1_when_the_link_closes():

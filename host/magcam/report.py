@@ -23,8 +23,26 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
+def _plain(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):  # as --json writes them
+        return "true" if value else "false"
+    return printable(str(value))
+
+
+def _fields(ev: dict, prefix: str = ""):
+    """``key=value`` pairs; a nested dict (a link event's ``device`` and ``host`` counters) as
+    ``device.rx_frames=...``, not as a Python repr."""
+    for k, v in ev.items():
+        if isinstance(v, dict):
+            yield from _fields(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}={_plain(v)}"
+
+
 def _fmt(ev: dict) -> str:
-    body = " ".join(f"{k}={printable(str(v))}" for k, v in ev.items() if k not in ("type", "t"))
+    body = " ".join(_fields({k: v for k, v in ev.items() if k not in ("type", "t")}))
     t = ev.get("t")
     return f"{'' if t is None else f'{t:>8} ms '}{ev.get('type', '?'):<8} {body}"
 
