@@ -280,6 +280,36 @@ def test_lost_frames_are_reported_and_exit_non_zero(tmp_path):
 
 
 # ---- errors -----------------------------------------------------------------------------------------
+def test_a_module_too_hot_is_an_error_that_says_when_it_can_go_on(tmp_path):
+    """Thermally suspended, it once gave "lost 1/1: device busy: streaming suspended: too hot"
+    (exit 3, every frame retried as if busy) and left the empty --out folder."""
+    scenario = tmp_path / "hot.jsonl"
+    scenario.write_text('{"t": 0, "do": "temp", "c": 67}\n')
+    with Simulator(scenario=scenario) as s:
+        with magcam.connect(s.port) as cam:
+            assert cam.link.wait_state("thermal", lambda e: e["state"] == "suspended", 5)
+        out = run_cli("capture", "--port", s.port, "--out", str(tmp_path / "new" / "shots"), *SIZE, "--burst", "3")
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    assert "too_hot: captures suspended at 67.0 C until the module cools below 62.0 C" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and "lost" not in out.stdout
+    assert not (tmp_path / "new").exists()  # the folders it made for nothing are gone again
+
+
+def test_a_burst_that_gets_too_hot_keeps_its_frames_and_loses_the_rest_at_once(tmp_path):
+    scenario = tmp_path / "warming.jsonl"
+    scenario.write_text('{"t": 1500, "do": "temp", "c": 67}\n')
+    with Simulator(scenario=scenario) as s, magcam.connect(s.port) as cam:
+
+        def wait_for_the_heat(i, frame):
+            if i == 0:
+                assert cam.link.wait_state("thermal", lambda e: e["state"] == "suspended", 10)
+
+        result = cam.capture_burst(4, 64, 48, on_frame=wait_for_the_heat)
+    assert len(result.frames) == 1 and [lf.index for lf in result.lost] == [1, 2, 3]
+    # Not retried as "device busy" three times per frame: the refusal's reason, for each.
+    assert all("too hot" in lf.reason and "cools below 62.0 C" in lf.reason for lf in result.lost), result.lost
+
+
 def test_bad_port_is_a_clear_error(tmp_path):
     out = run_cli("capture", "--port", "/dev/nonexistent-magcam", "--out", str(tmp_path / "o"))
     assert out.returncode == 1

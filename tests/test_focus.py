@@ -153,7 +153,7 @@ def test_autofocus_refused_by_a_hot_module_leaves_the_lens_where_it_was(tmp_path
     with Simulator(scenario=scenario, focus_distance=1.0) as sim, magcam.connect(sim.port) as cam:
         assert any(e["type"] == "thermal" and e["state"] == "suspended" for e in cam.events(timeout=3))
         assert cam.set_lens_position(444) == 444
-        with pytest.raises(CommandRejected, match="too hot"):
+        with pytest.raises(CommandRejected, match="too_hot: captures suspended"):
             cam.autofocus()
         assert cam.lens_position == 444  # before: left at the first sweep position (0)
 

@@ -41,6 +41,13 @@ _TICKS_MASK = const(0x3FFFFFFF)  # device time is ms modulo 2**30, the ticks per
 _REPLY_CACHE = const(4)  # answers kept for retried commands (a heartbeat may come in between)
 
 
+def _celsius(mc):
+    """m°C as text with one decimal, in integer arithmetic (no float formatting on the board)."""
+    sign = "-" if mc < 0 else ""
+    mc = -mc if mc < 0 else mc
+    return "%s%d.%d" % (sign, mc // 1000, mc % 1000 // 100)
+
+
 class App:
     def __init__(self, hal, transport, descriptor_json, chunk_size=P.CHUNK_SIZE, descriptor_problem=None):
         self.hal = hal
@@ -291,7 +298,9 @@ class App:
         if self.rail.state != ON:
             return P.NAK_NOT_ATTACHED, self._rail_off_reason()
         if self.thermal.state == SUSPENDED:
-            return P.NAK_BUSY, "streaming suspended: too hot"
+            # Not busy: cooling takes minutes, so a host must not retry it as a busy slot.
+            return P.NAK_TOO_HOT, "captures suspended at %s C until the module cools below %s C" % (
+                _celsius(self._mc), _celsius(self.thermal.suspend - self.thermal.hyst))
         if self._capturing or self.hal.sensor is None:
             return P.NAK_BUSY, "capture in progress"
         return None
@@ -300,8 +309,7 @@ class App:
         """Why the attached module's sensor rail is off, as a tester can act on it."""
         rail, lim = self.rail, self.rail.limits
         if rail.blocked == OVER_TEMPERATURE:
-            return "sensor rail held off: too hot (%d.%d C, limit %d.%d C)" % (
-                self._mc // 1000, self._mc % 1000 // 100, lim["max_mc"] // 1000, lim["max_mc"] % 1000 // 100)
+            return "sensor rail held off: too hot (%s C, limit %s C)" % (_celsius(self._mc), _celsius(lim["max_mc"]))
         if rail.blocked == UNDER_VOLTAGE:
             return "sensor rail held off: VBUS %d mV is below %d mV" % (self._mv, lim["min_mv"])
         if rail.blocked == OVER_VOLTAGE:

@@ -166,7 +166,8 @@ NAK_NOT_ATTACHED = const(4)
 NAK_NO_SESSION = const(5)
 NAK_INTERNAL = const(6)
 NAK_VERSION = const(7)
-NAK_NAMES = ("", "unknown_command", "bad_args", "busy", "not_attached", "no_session", "internal", "version")
+NAK_TOO_HOT = const(8)
+NAK_NAMES = ("", "unknown_command", "bad_args", "busy", "not_attached", "no_session", "internal", "version", "too_hot")
 
 # The encoder's flags for soft end-stops.
 ENC_AT_MIN = const(1)

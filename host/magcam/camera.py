@@ -373,6 +373,10 @@ class Camera:
                                f"within {self.reconnect_timeout:g} s")
                         return None, why, f"not taken: {why}"
                     result.reattaches += 1
+                elif e.code == P.NAK_TOO_HOT and started:
+                    # Cooling takes minutes, not a retry's 50 ms: the frames left are lost now.
+                    why = f"the module is too hot: {e.message}"
+                    return None, why, f"not taken: {why}"
                 elif e.code == P.NAK_BUSY:  # a stream frame in progress: the next slot is free
                     reason = f"device busy: {e.message}"
                     failures += 1

@@ -443,7 +443,20 @@ class CaptureRun:
         plan, cam = self.plan, self.cam
         self.when = self.when or datetime.now()
         check_template(self.template, count=plan.count, evs=plan.evs, when=self.when, out_dir=self.out_dir)
+        created = [d for d in (self.out_dir, *self.out_dir.parents) if not d.exists()]  # deepest first
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._capture(plan, cam)
+        finally:
+            if not self.written:  # a run that saved nothing leaves no empty folders behind
+                for d in created:
+                    try:
+                        d.rmdir()
+                    except OSError:  # not empty (something else wrote there), or gone
+                        break
+        return self
+
+    def _capture(self, plan: "Plan", cam) -> None:
         _check_writable(self.out_dir)  # before a frame is exposed, not when it has to be saved
         self._emit({"type": "started", "mode": plan.mode, "count": plan.count, "width": plan.width,
                     "height": plan.height, "exposure_us": plan.exposure_us, "analog_gain": plan.analog_gain,
@@ -460,7 +473,6 @@ class CaptureRun:
             self._emit({"type": "lost", "index": lost.index, "number": lost.index + 1, "reason": lost.reason})
         self._emit({"type": "done", "requested": plan.count, "written": len(self.written), "lost": len(self.lost),
                     "reconnects": self.reconnects, "reattaches": self.reattaches, "complete": self.complete})
-        return self
 
     def _on_frame(self, index: int, frame: RawFrame) -> None:
         ev = frame.extra.get("ev")
