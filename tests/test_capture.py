@@ -30,7 +30,7 @@ import magcam
 from conftest import REPO, mount_tmpfs, tool
 from magcam import sidecar
 from magcam.capture import (
-    DEFAULT_TEMPLATE, TemplateError, camera_name, check_template, expand_filename, format_ev, save_capture,
+    DEFAULT_TEMPLATE, Plan, TemplateError, camera_name, check_template, expand_filename, format_ev, save_capture,
 )
 from magcam.frame import RawFrame
 from magcam.sim import Simulator
@@ -514,6 +514,22 @@ def fake(frame_id=7, ev=None) -> RawFrame:
 
 def expand(template, n=7, frame=None):
     return expand_filename(template, when=WHEN, n=n, frame=frame or fake(), descriptor={})
+
+
+@pytest.mark.parametrize("kw, said", [
+    (dict(width="1024"), "width must be a whole number, got '1024'"),  # was a TypeError from a comparison
+    (dict(mode="burst", count=2.5), "count must be a whole number, got 2.5"),
+    (dict(exposure_us=float("nan")), "exposure_us must be a finite number"),
+    (dict(analog_gain=True), "analog_gain must be a finite number"),
+    (dict(mode="bracket", evs="-2,0,2"), "a bracket needs a list of one EV or more"),  # was split into characters
+    (dict(mode="bracket", evs=[0, "2"]), "each EV must be a number within -30..30, got '2'"),
+    (dict(mode="bracket", evs=[40]), "each EV must be a number within -30..30, got 40"),
+    (dict(width=1023), "width must be even and within 16..16384, got 1023"),
+])
+def test_plan_refuses_what_a_capture_cannot_use(kw, said):
+    with pytest.raises(ValueError) as e:
+        Plan(**kw)
+    assert said in str(e.value)
 
 
 def test_template_date_time_and_number():

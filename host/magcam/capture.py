@@ -26,6 +26,8 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
+import numbers
 import os
 import secrets
 import sys
@@ -358,9 +360,21 @@ class Plan:
     def __post_init__(self):
         if self.mode not in _sidecar.MODES:
             raise ValueError(f"mode must be one of {_sidecar.MODES}, got {self.mode!r}")
+        # Types first: Plan(width="1024") was a TypeError from a comparison, not this message.
+        for name in ("count", "width", "height"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ValueError(f"{name} must be a whole number, got {value!r}")
+        for name in ("exposure_us", "analog_gain"):  # exposure_us is rounded to whole us, as on the wire
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         if self.mode == "bracket":
-            if not self.evs:
-                raise ValueError("a bracket needs at least one EV")
+            if not self.evs or isinstance(self.evs, (str, bytes)):
+                raise ValueError(f"a bracket needs a list of one EV or more, got {self.evs!r}")
+            for ev in self.evs:
+                if isinstance(ev, bool) or not isinstance(ev, numbers.Real) or not -MAX_EV <= ev <= MAX_EV:
+                    raise ValueError(f"each EV must be a number within -{MAX_EV}..{MAX_EV}, got {ev!r}")
             self.evs = [float(ev) for ev in self.evs]
             self.count = len(self.evs)
         elif self.evs is not None:
