@@ -531,6 +531,17 @@ def test_a_closed_camera_stays_closed(shared_sim):
         assert other.capture_raw(64, 48).width == 64
 
 
+def test_a_helpers_with_block_does_not_close_the_callers_camera(shared_sim):
+    def helper(cam):
+        with cam:  # a helper written to stand alone, handed an open camera
+            return cam.set_lens_position(300)
+
+    with magcam.connect(shared_sim.port) as cam:
+        assert helper(cam) == 300
+        assert cam.set_lens_position(400) == 400  # closed by the helper's block once: LinkClosed here
+    assert cam.link.closed  # the outermost block closes it
+
+
 @pytest.fixture(scope="module")
 def shared_sim():
     with Simulator() as s:

@@ -92,6 +92,8 @@ class Camera:
     reconnect to the same module, found again by its USB serial number wherever it reappears,
     within ``reconnect_timeout`` seconds."""
 
+    _entered = 0  # depth of ``with`` blocks on this camera
+
     def __init__(self, port: str = "auto", *, connect_timeout: float = 10.0, reconnect_timeout: float = 15.0,
                  max_frame_bytes: int = P.MAX_FRAME_BYTES):
         info = resolve(port)
@@ -134,10 +136,16 @@ class Camera:
         self._link.close()
 
     def __enter__(self) -> "Camera":
+        self._entered += 1
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        # Re-entrant: a helper's own ``with cam:`` inside the caller's does not close the
+        # caller's camera; the outermost block does.
+        self._entered -= 1
+        if self._entered <= 0:
+            self._entered = 0
+            self.close()
 
     def events(self, timeout: float | None = None, duration: float | None = None) -> Iterator[dict]:
         """Events in order, none missed: first those queued since connect (or since they were
