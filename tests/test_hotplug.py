@@ -152,6 +152,26 @@ def test_a_module_snapped_off_and_on_mid_burst_is_waited_for(tmp_path):
     assert res.reattaches >= 1 and res.reconnects == 0
 
 
+def test_a_module_that_reboots_mid_burst_is_counted_as_a_reconnect(tmp_path):
+    """The link opens a new session by itself when a rebooted module beacons; the burst goes on,
+    and said nothing of it (reconnects 0) before."""
+    from magcam.sim import Simulator
+
+    with Simulator() as sim, magcam.connect(sim.port) as cam:
+
+        def reboot_after_the_first(i, frame):
+            if i == 0:
+                sim.restart()
+                assert cam.link.wait_state("power", lambda e: e["state"] == "on", 10)
+                deadline = time.monotonic() + 5
+                while cam.link.stats()["sessions_resumed"] == 0 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+
+        res = cam.capture_burst(3, 64, 48, on_frame=reboot_after_the_first)
+    assert res.complete and len(res.frames) == 3, res.lost
+    assert res.reconnects == 1 and res.reattaches == 0
+
+
 def test_a_detach_during_the_first_frame_is_waited_for_too(tmp_path):
     """The run had begun (the module took the first frame on), so a snap-off that aborts that
     frame is a hot-swap to wait for, not a module that was never attached."""

@@ -51,7 +51,7 @@ class CaptureResult:
 
     frames: list[RawFrame] = field(default_factory=list)
     lost: list[LostFrame] = field(default_factory=list)
-    reconnects: int = 0
+    reconnects: int = 0  # new sessions the series needed: after an unplug, or a reboot of the module
     reattaches: int = 0  # times the series waited for the module to be snapped back on
 
     @property
@@ -326,11 +326,13 @@ class Camera:
             raise ValueError(f"retries must be a whole number >= 0, not {retries!r}")
         result = CaptureResult()
         gone = None  # why the module is gone for good: the frames left are lost without waiting again
+        mark = (self._link, self._link.sessions_resumed)
         try:
             for i, (exposure, extra) in enumerate(steps):
                 if gone is not None:
                     result.lost.append(LostFrame(i, gone))
                     continue
+                mark = self._count_resumes(result, mark)
                 frame, reason, gone = self._persistent_capture(width, height, exposure, analog_gain, retries, result)
                 if frame is None:
                     result.lost.append(LostFrame(i, reason))
@@ -349,7 +351,17 @@ class Camera:
             e.add_note(f"{len(result.frames)} frame(s) of the series were taken before this; they are in "
                        "the exception's .result (a CaptureResult)")
             raise
+        self._count_resumes(result, mark)
         return result
+
+    def _count_resumes(self, result: CaptureResult, mark: tuple) -> tuple:
+        """Add to ``reconnects`` the sessions the link opened again by itself since ``mark`` (the
+        module rebooted, or ended ours, and beaconed); the new mark. (A reconnect by reopening
+        the port replaces the link and is counted where it happens.)"""
+        link, resumed = mark
+        if self._link is link:
+            result.reconnects += link.sessions_resumed - resumed
+        return self._link, self._link.sessions_resumed
 
     def _persistent_capture(self, width, height, exposure, analog_gain, retries, result):
         """(frame, "", None), or (None, why the last try failed, None), or, when the module is
