@@ -8,6 +8,7 @@ whole script. Stimuli::
     {"t": 300, "do": "glitch", "n": 2}                      # impossible transitions, see below
     {"t": 500, "do": "detach"}
     {"t": 900, "do": "attach"}
+    {"t": 950, "do": "detach", "only": "vbus"}             # the magnet holds, VBUS goes; or "magnet"
     {"t": 1000, "do": "load", "ma": 1800}
     {"t": 1500, "do": "temp", "c": 72}
 
@@ -16,6 +17,10 @@ at a time, spread evenly from ``t``. With ``"bounce": B`` (0..100) every transit
 at once by B bounce pairs: the line that just changed goes back and forth again (two legal
 transitions that net zero), as a worn contact does. The net count at any time is exactly the
 transitions due by then, whatever the rate and the bounce.
+
+``detach`` / ``attach``: the Hall sensor (magnet) and VBUS go away / come back; with
+``"only": "magnet"`` or ``"only": "vbus"`` just that one (the module counts as attached only while
+both are present). Lines starting with ``#`` are comments; a field a kind does not take is refused.
 
 ``glitch``: ``n`` glitches (1..10000), each an impossible transition out and back: both lines
 flip at once (as when the IRQ misses an edge), twice, so the lines end where they started. The
@@ -42,6 +47,11 @@ _MAX_BOUNCE = const(100)
 _MAX_GLITCHES = const(10000)
 # The number each kind needs, and its range.
 _NEEDS = {"load": ("ma", 0, 100000), "temp": ("c", -60, 200), "vbus": ("mv", 0, 30000)}
+# The fields each kind takes besides "t" and "do": a misspelt one ("mA") is refused, not ignored.
+_FIELDS = {"turn": ("steps", "rate", "bounce"), "glitch": ("n",), "detach": ("only",), "attach": ("only",),
+           "load": ("ma",), "temp": ("c",), "vbus": ("mv",)}
+# Which attach signal a partial detach / attach moves (a weak magnet, a cable without VBUS).
+_ONLY = ("magnet", "vbus")
 _MAX_T = const(1000000000)  # ms: 11 days of scenario
 _MAX_STEPS = const(100000000)  # transitions of one turn, either way
 
@@ -65,6 +75,10 @@ def parse(text):
             raise ValueError("scenario line %d: need an integer 't' in 0..%d (ms) and 'do' in %s"
                              % (lineno, _MAX_T, KINDS))
         kind = ev["do"]
+        for key in ev:
+            if key != "t" and key != "do" and key not in _FIELDS[kind]:
+                raise ValueError("scenario line %d: %s takes no field '%s' (its fields: %s)"
+                                 % (lineno, kind, key, ", ".join(_FIELDS[kind]) or "none"))
         if kind == "turn":
             rate = ev.get("rate")
             if not _int_in(ev.get("steps"), -_MAX_STEPS, _MAX_STEPS) or not _number(rate) or not (0 < rate <= 1000000):
@@ -75,6 +89,9 @@ def parse(text):
             n = ev.get("n")
             if not _int_in(n, 1, _MAX_GLITCHES):
                 raise ValueError("scenario line %d: glitch needs an integer 'n' in 1..%d" % (lineno, _MAX_GLITCHES))
+        elif kind == "attach" or kind == "detach":
+            if "only" in ev and ev["only"] not in _ONLY:
+                raise ValueError("scenario line %d: %s 'only' must be \"magnet\" or \"vbus\"" % (lineno, kind))
         elif kind in _NEEDS:
             key, lo, hi = _NEEDS[kind]
             v = ev.get(key)
@@ -135,12 +152,13 @@ class Player:
             for _ in range(ev["n"]):
                 self._flip_both(hal)  # out to the opposite state ...
                 self._flip_both(hal)  # ... and back
-        elif kind == "detach":
-            hal.hall.value(0)
-            hal.vbus.value(0)
-        elif kind == "attach":
-            hal.hall.value(1)
-            hal.vbus.value(1)
+        elif kind == "detach" or kind == "attach":
+            level = 1 if kind == "attach" else 0
+            only = ev.get("only")
+            if only != "vbus":
+                hal.hall.value(level)
+            if only != "magnet":
+                hal.vbus.value(level)
         elif kind == "load":
             hal.load_ma = int(ev["ma"])
         elif kind == "temp":

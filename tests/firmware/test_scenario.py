@@ -72,6 +72,13 @@ def test_parse_rejects_bad_stimulus_fields():
         '{"t": 0, "do": "temp"}',
         '{"t": 0, "do": "temp", "c": null}',
         '{"t": 0, "do": "vbus"}',
+        # Fields a kind does not take: a typo was ignored, and the stimulus ran without it.
+        '{"t": 0, "do": "load", "mA": 1800}',
+        '{"t": 0, "do": "load", "ma": 1800, "mv": 5000}',
+        '{"t": 0, "do": "turn", "steps": 10, "rate": 50, "bounse": 2}',
+        '{"t": 0, "do": "detach", "ma": 0}',
+        '{"t": 0, "do": "detach", "only": "hall"}',
+        '{"t": 0, "do": "attach", "only": 1}',
     ]
     for line in bad:
         try:
@@ -133,6 +140,23 @@ def test_player_turns_back_and_forth_and_overlapping():
     assert player.done is False  # never started by a host connection
     player.start()
     assert player.done is True
+
+
+def test_player_moves_only_the_magnet_or_only_vbus():
+    script = "\n".join(
+        [
+            '{"t": 10, "do": "detach", "only": "magnet"}',  # a weak magnet: VBUS stays
+            '{"t": 20, "do": "attach", "only": "magnet"}',
+            '{"t": 30, "do": "detach", "only": "vbus"}',  # the phone stops its reverse charging
+            '{"t": 40, "do": "attach"}',
+        ]
+    )
+    hal, _, player = _sim(script)
+    seen = []
+    for t in (10, 20, 30, 40):
+        player.step(hal, t)
+        seen.append((hal.hall.value(), hal.vbus.value()))
+    assert seen == [(0, 1), (1, 1), (1, 0), (1, 1)], seen
 
 
 def test_player_detach_attach_load_temp_vbus():
