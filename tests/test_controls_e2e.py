@@ -93,6 +93,9 @@ def test_attach_chatter_is_debounced(tmp_path):
     assert states.count("detached") == 1 and states[-1] == "attached"
     hellos = of(events, "hello")
     assert len({h["session"] for h in hellos}) == 2  # re-attach: a new session, HELLO again
+    # The new session's snapshot is the only report of the re-attach (each event came twice).
+    (again,) = [e for e in of(events, "attach") if e["state"] == "attached" and e["session"] == 2]
+    assert [e["state"] for e in of(events, "power") if e["t"] == again["t"]] == ["requesting"]
 
 
 @pytest.mark.parametrize("stimulus,cause", [

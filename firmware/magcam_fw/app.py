@@ -157,11 +157,15 @@ class App:
         if self.rail.state != ON and self._capturing:
             self._abort = True  # the sensor lost power: stop streaming in this same tick
         if attach_changed:
-            self._event(P.EV_ATTACH, (now, self.attach.state, self.attach.session))
-            if self.attach.session != self._attach_session:
-                self._attach_session = self.attach.session
-                if self.session:
-                    self._new_session()  # re-attached after a detach: the host resumes on a fresh session
+            reattached = self.attach.session != self._attach_session
+            self._attach_session = self.attach.session
+            if reattached and self.session:
+                # Re-attached after a detach: the host resumes on a fresh session, whose snapshot
+                # carries the attach and rail states (each once, not again below).
+                self._new_session()
+                before, held = self.rail.state, self.rail.blocked
+            else:
+                self._event(P.EV_ATTACH, (now, self.attach.state, self.attach.session))
         if cause:
             self._event(P.EV_FAULT, (now, cause, self.rail.last_value, min(self.rail.faults, 0xFFFF)))
             self.faultlog.append(self.boot, now, cause, self.rail.last_value)
