@@ -569,6 +569,8 @@ def shared_sim():
     (lambda cam: cam.capture_burst(0, 64, 48), r"a burst is 1 or more frames, not 0"),
     (lambda cam: cam.capture_burst(2.0, 64, 48), r"a burst is 1 or more frames, not 2\.0"),
     (lambda cam: cam.capture_burst(2, 64, 48, retries=-1), r"retries must be a whole number >= 0"),
+    # A frame was exposed before the TypeError "'str' object is not callable".
+    (lambda cam: cam.capture_burst(2, 64, 48, on_frame="save"), r"on_frame must be a function on_frame\(index, frame\)"),
     (lambda cam: cam.capture_bracket([0, float("nan")], 64, 48), r"each EV must be a number within -30\.\.30, not nan"),
     (lambda cam: cam.capture_bracket([2000], 64, 48), r"not 2000"),
     (lambda cam: cam.capture_bracket("-2,0,2", 64, 48), r"evs must be a non-empty sequence"),

@@ -324,6 +324,8 @@ class Camera:
     def _series(self, steps, width, height, analog_gain, retries, on_frame) -> CaptureResult:
         if isinstance(retries, bool) or not isinstance(retries, numbers.Integral) or retries < 0:
             raise ValueError(f"retries must be a whole number >= 0, not {retries!r}")
+        if on_frame is not None and not callable(on_frame):  # said before a frame is exposed, not after
+            raise ValueError(f"on_frame must be a function on_frame(index, frame), not {on_frame!r}")
         result = CaptureResult()
         gone = None  # why the module is gone for good: the frames left are lost without waiting again
         mark = (self._link, self._link.sessions_resumed)
