@@ -194,8 +194,9 @@ def test_output_rejects_bad_input(tmp_path):
         with pytest.raises(PipelineError) as caught:
             call()
         assert message in str(caught.value)
-    with pytest.raises(ValueError):
-        write_jpeg(tmp_path / "a.jpg", img, quality=101)
+    for quality in (101, 0, 50.5, True):  # 0 was written, though process and the CLI refuse it
+        with pytest.raises(PipelineError, match="JPEG quality must be a whole number 1..100"):
+            write_jpeg(tmp_path / "a.jpg", img, quality=quality)
     assert write_jpeg(tmp_path / "b.JPEG", img).exists()
     assert os.listdir(tmp_path) == ["b.JPEG"]
 

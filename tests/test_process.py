@@ -464,7 +464,25 @@ def test_cli_usage_errors(dng, tmp_path):
     for out in (tmp_path / "x.jpg", tmp_path / "dir"):  # known before any file is developed
         r = run_cli(dng, "-o", out, "--bits", "16", *(("--format", "jpeg") if out.suffix == "" else ()))
         assert r.exit_code == 2 and "JPEG holds 8 bits" in r.output
+    r = run_cli(dng, "-o", tmp_path / "x.png", "--quality", "10")  # it was ignored, exit 0
+    assert r.exit_code == 2 and "--quality is for JPEG output; this run writes PNG" in r.output
     assert os.listdir(tmp_path) == []
+
+
+def test_library_formats_as_users_write_them_and_frames_where_a_path_goes(dng, tmp_path):
+    """format="jpg" with x.jpg said "the extension '.jpg' says jpeg, the format asked for is jpg";
+    a RawFrame given to process_file / process_to_array was a TypeError from os.stat."""
+    assert process.output_format(tmp_path / "a.jpg", "JPG") == "jpeg"
+    assert process.output_format(tmp_path / "a.tif", "tif") == "tiff"
+    with pytest.raises(PipelineError, match=r"format must be one of tiff, png, jpeg \(or jpg, tif\), got 'bmp'"):
+        process.output_format(tmp_path / "a.jpg", "bmp")
+    result = process.process_file(dng, tmp_path / "b.jpg", format="jpg")
+    assert result.format == "jpeg" and (tmp_path / "b.jpg").read_bytes()[:2] == b"\xff\xd8"
+    frame = RawFrame(np.full((16, 16), 300, np.uint16), frame_id=1, black_level=256)
+    for call in (lambda: process.process_to_array(frame), lambda: process.process_file(frame, tmp_path / "c.jpg")):
+        with pytest.raises(PipelineError, match=r"got RawFrame; a frame from the camera goes to process\.process_frame"):
+            call()
+    assert sorted(os.listdir(tmp_path)) == ["b.jpg"]
 
 
 

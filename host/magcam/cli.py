@@ -592,9 +592,13 @@ def process_cmd(inputs: tuple[Path, ...], out: str, preset: str, method: str | N
                        chroma_denoise=chroma_denoise, sharpen=sharpen, format=fmt,
                        bits=int(bits) if bits else None, quality=quality, jobs=jobs)
         opts.resolved()  # a bad option is a usage error, before any file is touched
-        output_bits(output_format(out, fmt) if not to_dir else fmt or "jpeg", opts.bits)
+        out_fmt = output_format(out, fmt) if not to_dir else fmt or "jpeg"
+        output_bits(out_fmt, opts.bits)
     except PipelineError as e:
         raise click.UsageError(str(e)) from None
+    if out_fmt != "jpeg" and click.get_current_context().get_parameter_source("quality") \
+            == click.core.ParameterSource.COMMANDLINE:  # as a 16-bit JPEG is refused: said, not ignored
+        raise click.UsageError(f"--quality is for JPEG output; this run writes {out_fmt.upper()}")
     ext = {"tiff": ".tif", "png": ".png", "jpeg": ".jpg"}[fmt or "jpeg"]
     targets = [out / (src.stem + ext) if to_dir else out for src in inputs]
     clash = _first_clash(inputs, targets)

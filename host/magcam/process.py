@@ -66,10 +66,10 @@ from magcam.pipeline import black as black_stage
 from magcam.pipeline import (color, defects, demosaic, demosaic_rias, denoise, filters, fused, highlights, sharpen, tone,
                              whitebalance)
 from magcam.pipeline.errors import PipelineError
-from magcam.pipeline.output import FORMATS
+from magcam.pipeline.output import FORMATS, check_quality
 from magcam.pipeline.noise import NoiseSampler, sigma_fn
 from magcam.pipeline.shading import GainMap
-from magcam.rawio import RawImage, from_frame, read
+from magcam.rawio import RawImage, check_path, from_frame, read
 
 PRESETS = ("default", "fast", "quality")
 DEFAULT_TILE = 768  # tile height; tiles are twice as wide (docs/pipeline.md: why this size)
@@ -169,10 +169,9 @@ class Options:
             raise PipelineError(f"jobs must be a positive integer, got {opts.jobs!r}")
         if not (_is_whole(opts.tile) and (opts.tile == 0 or opts.tile >= 16)):
             raise PipelineError(f"tile must be 0 (whole frame) or at least 16 px, got {opts.tile!r}")
-        if opts.format is not None and opts.format not in FORMATS:
-            raise PipelineError(f"format must be one of {', '.join(FORMATS)}, got {opts.format!r}")
-        if not (_is_whole(opts.quality) and 1 <= opts.quality <= 100):
-            raise PipelineError(f"JPEG quality must be a whole number 1..100, got {opts.quality!r}")
+        if opts.format is not None:
+            opts.format = format_name(opts.format)
+        opts.quality = check_quality(opts.quality)
         return opts
 
 
@@ -763,12 +762,24 @@ def orient(img: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(f(img)) if orientation != 1 else img
 
 
+_FORMAT_ALIASES = {"jpg": "jpeg", "tif": "tiff"}
+
+
+def format_name(fmt) -> str:
+    """``tiff``, ``png`` or ``jpeg`` for a format as a user writes it (``JPG``, ``tif``)."""
+    name = _FORMAT_ALIASES.get(fmt.lower(), fmt.lower()) if isinstance(fmt, str) else None
+    if name not in FORMATS:
+        raise PipelineError(f"format must be one of {', '.join(FORMATS)} (or jpg, tif), got {fmt!r}")
+    return name
+
+
 def output_format(path, fmt: str | None) -> str:
     """The format ``path`` is written in: ``fmt``, else its extension's. A ``fmt`` its known
     extension contradicts (PNG data in ``x.jpg``) is refused: viewers go by the extension."""
     ext = Path(path).suffix.lower()
     said = next((name for name, exts in FORMATS.items() if ext in exts), None)
     if fmt:
+        fmt = format_name(fmt)
         if said is not None and said != fmt:
             raise PipelineError(f"{path}: the extension {ext!r} says {said}, the format asked for is {fmt}; "
                                 "make them agree")
@@ -807,6 +818,7 @@ def process_file(src, dst, options: Options | dict | None = None, *, progress=No
     from magcam.pipeline import output
 
     t0 = time.perf_counter()
+    check_path(src)
     opts = _options(options, overrides)
     fmt = output_format(dst, opts.format)
     opts = replace(opts, bits=output_bits(fmt, opts.bits))

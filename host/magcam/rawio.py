@@ -101,8 +101,16 @@ class RawImage:
         return np.ones(3)
 
 
+def check_path(path) -> None:
+    """A RAW file's path, or a PipelineError saying what to do instead (a frame object)."""
+    if not isinstance(path, (str, os.PathLike)):  # e.g. a RawFrame straight from capture_raw()
+        raise PipelineError(f"expected the path of a RAW file, got {type(path).__name__}; a frame from the "
+                            "camera goes to process.process_frame(frame, descriptor=cam.descriptor)")
+
+
 def read(path: str | os.PathLike) -> RawImage:
     """Read a DNG or any camera RAW LibRaw supports; ``PipelineError`` naming the file if not."""
+    check_path(path)
     path = Path(path)
     name = str(path)
     try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import io
+import numbers
 import os
 import struct
 import zlib
@@ -38,10 +39,16 @@ from .errors import PipelineError, check_rgb
 FORMATS = {"tiff": (".tif", ".tiff"), "png": (".png",), "jpeg": (".jpg", ".jpeg")}  # name -> extensions
 
 
+def check_quality(quality) -> int:
+    """A JPEG quality as every writer takes it: a whole number 1..100 (0 is not a JPEG anyone wants)."""
+    if isinstance(quality, bool) or not isinstance(quality, numbers.Integral) or not 1 <= quality <= 100:
+        raise PipelineError(f"JPEG quality must be a whole number 1..100, got {quality!r}")
+    return int(quality)
+
+
 def write_jpeg(path: str | os.PathLike, rgb_uint8: np.ndarray, quality: int = 92) -> Path:
     """Write an (H, W, 3) uint8 RGB image as a baseline JPEG; return the path."""
-    if not 0 <= quality <= 100:
-        raise ValueError(f"JPEG quality must be 0..100, got {quality}")
+    quality = check_quality(quality)
     _check_name(path, "write_jpeg", "jpeg")
     check_rgb(rgb_uint8, "write_jpeg", (np.uint8,))
     return _write(path, ".jpg", rgb_uint8, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
