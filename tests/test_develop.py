@@ -119,6 +119,21 @@ def test_custom_white_balance(descriptor):
         develop(frame, descriptor, wb=(1.0, 0.0, 1.0))
 
 
+def test_develop_says_what_it_takes(descriptor):
+    """These were float('auto'), 'NoneType' is not subscriptable and an AttributeError."""
+    frame = capture(np.zeros((32, 32, 3), np.float32), descriptor)
+    cases = [
+        (lambda: develop(frame, descriptor, wb="auto"), "for 'auto' use process.process_frame"),
+        (lambda: develop(frame, descriptor, wb=("a", 1, 2)), "white balance must be three positive numbers"),
+        (lambda: develop(frame, None), "needs the module descriptor (cam.descriptor)"),
+        (lambda: develop(frame.data, descriptor), "develop() takes a RawFrame (e.g. from cam.capture_raw()), got ndarray"),
+    ]
+    for call, message in cases:
+        with pytest.raises(PipelineError) as caught:
+            call()
+        assert message in str(caught.value)
+
+
 @pytest.mark.parametrize("pattern", CFA_PATTERNS)
 def test_kodak_round_trip(pattern, descriptor, kodak_srgb):
     frame = capture(color.srgb_to_linear(kodak_srgb / 255.0), descriptor, pattern)

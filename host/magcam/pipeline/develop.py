@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from magcam.frame import RawFrame
-from magcam.pipeline import color, demosaic
+from magcam.pipeline import color, demosaic, whitebalance
+from magcam.pipeline.errors import PipelineError
 
 
 def develop(frame: RawFrame, descriptor: dict, *, wb=None) -> np.ndarray:
@@ -30,7 +31,16 @@ def develop(frame: RawFrame, descriptor: dict, *, wb=None) -> np.ndarray:
     ``wb`` is the camera RGB of a neutral white (three positive numbers, any scale); by default
     the descriptor's as-shot (D65) neutral, as written to the DNG's AsShotNeutral.
     """
-    neutral = color.as_shot_neutral(descriptor) if wb is None else _check_neutral(wb)
+    # Said in the pipeline's terms: these were AttributeErrors, TypeErrors and float('auto').
+    if not isinstance(frame, RawFrame):
+        raise PipelineError(f"develop() takes a RawFrame (e.g. from cam.capture_raw()), got {type(frame).__name__}")
+    if not isinstance(descriptor, dict):
+        raise PipelineError("develop() needs the module descriptor (cam.descriptor) for its colour matrix, got "
+                            f"{type(descriptor).__name__}; process.process_frame(frame) develops without one")
+    if isinstance(wb, str):
+        raise PipelineError(f"develop()'s wb is a camera neutral (R, G, B), got {wb!r}; for 'auto' use "
+                            "process.process_frame(frame, descriptor=..., wb='auto')")
+    neutral = color.as_shot_neutral(descriptor) if wb is None else whitebalance.check_neutral(wb)
     camera = demosaic.bilinear(normalize(frame), frame.cfa)
     balanced = clip_highlights(white_balance(camera, neutral), neutral)
     return encode_srgb(camera_to_srgb(balanced, descriptor))
@@ -73,9 +83,3 @@ def encode_srgb(linear: np.ndarray) -> np.ndarray:
     """Linear sRGB -> 8-bit sRGB (out-of-gamut values clip to [0, 255])."""
     return np.round(color.linear_to_srgb(linear) * 255).astype(np.uint8)
 
-
-def _check_neutral(wb) -> np.ndarray:
-    neutral = np.asarray(wb, dtype=np.float64)
-    if neutral.shape != (3,) or not np.all(np.isfinite(neutral)) or np.any(neutral <= 0):
-        raise ValueError(f"wb must be three positive finite numbers, got {wb!r}")
-    return neutral

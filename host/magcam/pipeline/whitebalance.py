@@ -29,7 +29,10 @@ SHADOW_EXCLUDE = 0.02
 
 
 def check_neutral(wb) -> np.ndarray:
-    n = np.asarray(wb, dtype=np.float64)
+    try:
+        n = np.asarray(wb, dtype=np.float64)
+    except (TypeError, ValueError):  # ("a", 1, 2), a dict: not numbers at all
+        n = np.empty(0)
     if n.shape != (3,) or not np.all(np.isfinite(n)) or np.any(n <= 0):
         raise PipelineError(f"white balance must be three positive numbers, got {wb!r}")
     return n / n[1]
