@@ -521,9 +521,9 @@ def expand(template, n=7, frame=None):
     (dict(mode="burst", count=2.5), "count must be a whole number, got 2.5"),
     (dict(exposure_us=float("nan")), "exposure_us must be a finite number"),
     (dict(analog_gain=True), "analog_gain must be a finite number"),
-    (dict(mode="bracket", evs="-2,0,2"), "a bracket needs a list of one EV or more"),  # was split into characters
-    (dict(mode="bracket", evs=[0, "2"]), "each EV must be a number within -30..30, got '2'"),
-    (dict(mode="bracket", evs=[40]), "each EV must be a number within -30..30, got 40"),
+    (dict(mode="bracket", evs="-2,0,2"), "evs must be a non-empty sequence of numbers"),  # was split into characters
+    (dict(mode="bracket", evs=[0, "2"]), "each EV must be a number within -30..30, not '2'"),
+    (dict(mode="bracket", evs=[40]), "each EV must be a number within -30..30, not 40"),
     (dict(width=1023), "width must be even and within 16..16384, got 1023"),
 ])
 def test_plan_refuses_what_a_capture_cannot_use(kw, said):

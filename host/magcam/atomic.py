@@ -165,3 +165,21 @@ def link_new(src: Path, dst: Path) -> bool:
             os.unlink(dst)
         raise
     return True
+
+
+def missing_dirs(path: str | os.PathLike) -> list[Path]:
+    """The folders ``Path(path).mkdir(parents=True)`` would create, innermost first."""
+    path = Path(path)
+    return [d for d in (path, *path.parents) if not d.exists()]
+
+
+def remove_empty(dirs: list[Path]) -> None:
+    """Remove ``dirs`` (innermost first, as ``missing_dirs`` gives them) while they are empty: the
+    folders a run made and then wrote nothing into. One that is not empty stays, with its parents."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except FileNotFoundError:  # already gone
+            continue
+        except OSError:  # not empty: something was written there
+            break

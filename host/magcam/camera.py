@@ -62,6 +62,16 @@ class CaptureResult:
 MAX_EV = 30  # a bracket step beyond +-30 EV is outside any exposure range (1 us .. 60 s is 26 EV)
 
 
+def check_evs(evs) -> list[float]:
+    """A bracket's EVs as floats, or a ValueError saying what is wrong with them."""
+    if isinstance(evs, (str, bytes)) or not isinstance(evs, Sequence) or not evs:
+        raise ValueError(f"evs must be a non-empty sequence of numbers, e.g. [-2, 0, 2], not {evs!r}")
+    for ev in evs:
+        if isinstance(ev, bool) or not isinstance(ev, numbers.Real) or not -MAX_EV <= ev <= MAX_EV:
+            raise ValueError(f"each EV must be a number within -{MAX_EV}..{MAX_EV}, not {ev!r}")
+    return [float(ev) for ev in evs]
+
+
 def _frame_request(width, height, exposure_us, analog_gain) -> dict:
     """A CAPTURE/STREAM request's common fields, checked on the host with the caps the device
     uses (protocol.check_capture): a clear ValueError here rather than a struct error or a NAK."""
@@ -312,11 +322,7 @@ class Camera:
                         on_frame=None) -> CaptureResult:
         """One frame per exposure value: ``exposure_us * 2**ev`` (EV from the base exposure),
         clamped to the sensor's limits; each frame's ``extra["ev"]`` says which it was."""
-        if isinstance(evs, (str, bytes)) or not isinstance(evs, Sequence) or not evs:
-            raise ValueError(f"evs must be a non-empty sequence of numbers, e.g. [-2, 0, 2], not {evs!r}")
-        for ev in evs:
-            if isinstance(ev, bool) or not isinstance(ev, numbers.Real) or not -MAX_EV <= ev <= MAX_EV:
-                raise ValueError(f"each EV must be a number within -{MAX_EV}..{MAX_EV}, not {ev!r}")
+        check_evs(evs)
         _frame_request(16, 16, exposure_us, analog_gain)  # the base exposure and gain, checked before any scaling
         steps = [(min(max(round(exposure_us * 2.0 ** ev), 1), 60_000_000), {"ev": float(ev)}) for ev in evs]
         return self._series(steps, width, height, analog_gain, retries, on_frame)

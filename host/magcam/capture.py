@@ -41,8 +41,8 @@ import numpy as np
 from magcam_fw.protocol import MAX_FRAME_BYTES as _MAX_FRAME_BYTES
 
 from . import sidecar as _sidecar
-from .atomic import link_new, write_bytes_atomic
-from .camera import MAX_EV
+from .atomic import link_new, missing_dirs, remove_empty, write_bytes_atomic
+from .camera import MAX_EV, check_evs
 from .report import Reporter
 from .dng import write_dng
 from .frame import RawFrame
@@ -370,12 +370,7 @@ class Plan:
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         if self.mode == "bracket":
-            if not self.evs or isinstance(self.evs, (str, bytes)):
-                raise ValueError(f"a bracket needs a list of one EV or more, got {self.evs!r}")
-            for ev in self.evs:
-                if isinstance(ev, bool) or not isinstance(ev, numbers.Real) or not -MAX_EV <= ev <= MAX_EV:
-                    raise ValueError(f"each EV must be a number within -{MAX_EV}..{MAX_EV}, got {ev!r}")
-            self.evs = [float(ev) for ev in self.evs]
+            self.evs = check_evs(self.evs)
             self.count = len(self.evs)
         elif self.evs is not None:
             raise ValueError("EVs are only for a bracket")
@@ -457,17 +452,13 @@ class CaptureRun:
         plan, cam = self.plan, self.cam
         self.when = self.when or datetime.now()
         check_template(self.template, count=plan.count, evs=plan.evs, when=self.when, out_dir=self.out_dir)
-        created = [d for d in (self.out_dir, *self.out_dir.parents) if not d.exists()]  # deepest first
+        created = missing_dirs(self.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._capture(plan, cam)
         finally:
             if not self.written:  # a run that saved nothing leaves no empty folders behind
-                for d in created:
-                    try:
-                        d.rmdir()
-                    except OSError:  # not empty (something else wrote there), or gone
-                        break
+                remove_empty(created)
         return self
 
     def _capture(self, plan: "Plan", cam) -> None:

@@ -565,7 +565,7 @@ def process_cmd(inputs: tuple[Path, ...], out: str, preset: str, method: str | N
     Bad inputs are reported and skipped; the others are still processed. Exit status: 0 all
     written, 1 some failed, 2 bad usage.
     """
-    from .atomic import output_problem
+    from .atomic import missing_dirs, output_problem, remove_empty
     from .pipeline.errors import PipelineError
     from .process import FORMATS, Options, output_bits, output_format, parse_wb
 
@@ -606,7 +606,7 @@ def process_cmd(inputs: tuple[Path, ...], out: str, preset: str, method: str | N
         raise click.UsageError(clash)
     # The folders this batch makes (-o a/b/ may make both), to be removed again if no output
     # ever lands in them: every input failed, or the batch was stopped before its first file.
-    created = [d for d in (out, *out.parents) if not d.exists()] if to_dir else []
+    created = missing_dirs(out) if to_dir else []
     if to_dir:
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -625,9 +625,7 @@ def process_cmd(inputs: tuple[Path, ...], out: str, preset: str, method: str | N
         _develop_batch(inputs, targets, opts, out_reporter, failed, written, json_mode)
     finally:
         if not written:
-            for folder in created:  # innermost first; one that is not empty stays
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+            remove_empty(created)
     summary = {"processed": len(written), "failed": len(failed)}
     if json_mode:
         summary["failed_files"] = failed
