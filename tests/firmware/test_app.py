@@ -17,13 +17,14 @@ def _messages(wire):
     return got
 
 
-def _app():
+def _app(make_hal=lambda d: SafeHal("testing", None, d)):
+    """(app, its transport, its storage folder) on a HAL made for that folder."""
     d = "/tmp/magcam_test_" + tohex(os.urandom(6))
     os.mkdir(d)
     with open(REPO + "/firmware/magcam_fw/descriptor.json") as f:
         text = f.read()
     t = OutputTransport()
-    return App(SafeHal("testing", None, d), t, text), t, d
+    return App(make_hal(d), t, text), t, d
 
 
 def _cleanup(d):
@@ -60,13 +61,9 @@ def test_a_command_that_fails_is_answered_internal_and_the_link_goes_on():
 
 
 def test_power_events_say_what_holds_the_rail_off_as_soon_as_it_changes():
-    d = "/tmp/magcam_test_" + tohex(os.urandom(6))
-    os.mkdir(d)
+    app, t, d = _app(lambda d: SimHal(storage=d))
     try:
-        with open(REPO + "/firmware/magcam_fw/descriptor.json") as f:
-            text = f.read()
-        hal, t = SimHal(storage=d), OutputTransport()
-        app = App(hal, t, text)
+        hal = app.hal
         clock = [1000]
         app.now = lambda: clock[0]
         app.on_message(P.CMD_CONNECT, 1, bytes([P.VERSION]) + b"test")
