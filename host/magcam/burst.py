@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from numba import njit, prange
 
 from magcam import rawio
 from magcam.atomic import output_problem, repeated
 from magcam.frame import RawFrame
+from magcam.jit import njit, prange
 from magcam.pipeline import align, merge, noise
 from magcam.pipeline.black import normalize
 from magcam.pipeline.errors import PipelineError

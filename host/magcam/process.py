@@ -471,7 +471,7 @@ def _run_tiny(fn: Callable, bits: int) -> None:
 def _numba_threads(n: int):
     """numba's thread count for this thread (it is per thread): tiles already run one per core,
     and a kernel's own worker team on top of them would only contend (and spin)."""
-    import numba
+    from magcam.jit import numba
 
     before = numba.get_num_threads()
     numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
@@ -656,7 +656,7 @@ def iter_bands(plan: Plan, progress: Callable[[int, int], None] | None = None,
             # (a worker thread's go with the thread)
             demosaic_rias.free_workspace()
         return
-    import numba
+    from magcam.jit import numba
 
     def init():
         numba.set_num_threads(1)

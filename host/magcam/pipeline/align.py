@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from numba import njit, prange
+
+from magcam.jit import njit, prange
 
 TILE = 16  # tile side in pixels of each level (16 cells = 32 raw pixels at the finest)
 FACTORS = (1, 2, 4, 4)  # downsampling of each level from the one below it

@@ -10,7 +10,7 @@ whole-image result exactly.
 
 from __future__ import annotations
 
-from numba import njit, prange
+from magcam.jit import njit, prange
 
 BILINEAR_RADIUS = 1
 MALVAR_RADIUS = 2

@@ -54,9 +54,9 @@ import math
 import threading
 
 import cv2
-import numba
 import numpy as np
-from numba import get_thread_id, njit, prange, uintp
+
+from magcam.jit import get_thread_id, njit, numba, prange, uintp
 
 # --- parameters (in mosaic units: the data scale of [0, 1]) -----------------------------------
 GF_RADIUS = 5  # stage 1: 1-D guided filter window 11 samples

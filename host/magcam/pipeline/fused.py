@@ -37,7 +37,8 @@ replicate; dilate/erode and the separable filters: reflect-101; the upsampling: 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, uintp
+
+from magcam.jit import njit, uintp
 
 _F0, _F025, _F05, _F075, _F1 = (np.float32(v) for v in (0.0, 0.25, 0.5, 0.75, 1.0))
 

@@ -31,7 +31,8 @@ Usage::
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+
+from magcam.jit import njit, prange
 
 STRENGTH = 1.0  # c above; tuned on tools/bench/merge.py (0.25..4 tried: 1 gives the best PSNR)
 
