@@ -305,6 +305,13 @@ def test_a_lost_and_resumed_session_is_shown_in_the_log(clock):
     assert "LINK CLOSED" not in text
 
 
+def test_a_grant_the_module_refused_is_shown_in_the_log(clock):
+    dash = Dashboard(clock=clock)
+    dash.update({"type": "link", "t": 40, "state": "grant_refused", "offered_mw": 1500,
+                 "reason": "the module did not take a 1500 mW grant"})
+    assert "warning: link: the module did not take a 1500 mW" in render(dash, 160)
+
+
 # ---- rendering ------------------------------------------------------------------------------
 
 def scripted(descriptor, clock) -> Dashboard:

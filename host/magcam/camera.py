@@ -30,7 +30,9 @@ from magcam_fw import protocol as P
 
 from .discovery import PortInfo, find_serial, resolve
 from .frame import RawFrame
-from .link import CLOSED_BY_HOST, CommandRejected, FrameError, Link, LinkClosed, LinkError
+from .link import (
+    CLOSED_BY_HOST, DEFAULT_POWER_BUDGET_MW, CommandRejected, FrameError, Link, LinkClosed, LinkError, check_budget,
+)
 
 DEFAULT_SIZE = (1024, 768)
 _RAIL_COMING_UP = ("requesting", "granted", "soft_start")
@@ -100,18 +102,23 @@ class Camera:
 
     Unplug is normal: when the link drops (or the module reboots), burst and bracket captures
     reconnect to the same module, found again by its USB serial number wherever it reappears,
-    within ``reconnect_timeout`` seconds."""
+    within ``reconnect_timeout`` seconds.
+
+    The host plays the phone: it grants the module's power requests up to ``power_budget_mw``
+    (default 4500 mW, 5 V at 0.9 A; 0 grants nothing). ``grant_power`` changes it while
+    connected."""
 
     _entered = 0  # depth of ``with`` blocks on this camera
 
     def __init__(self, port: str = "auto", *, connect_timeout: float = 10.0, reconnect_timeout: float = 15.0,
-                 max_frame_bytes: int = P.MAX_FRAME_BYTES):
+                 max_frame_bytes: int = P.MAX_FRAME_BYTES, power_budget_mw: int = DEFAULT_POWER_BUDGET_MW):
+        check_budget(power_budget_mw)  # before any port is opened
         info = resolve(port)
         self.port = info.device
         self.usb_serial = info.serial_number
         self.reconnect_timeout = reconnect_timeout
         self.max_frame_bytes = max_frame_bytes  # the most a (lying) device can make us allocate
-        self._link = Link(self.port, max_frame_bytes=max_frame_bytes)
+        self._link = Link(self.port, max_frame_bytes=max_frame_bytes, power_budget_mw=power_budget_mw)
         try:
             self._link.open_session(timeout=connect_timeout)
         except BaseException:
@@ -248,6 +255,21 @@ class Camera:
     def power(self) -> dict | None:
         """The latest power event: state, mV, mA, budget."""
         return self._link.state.get("power")
+
+    @property
+    def power_budget_mw(self) -> int:
+        """What the host, playing the phone, grants the module's power requests up to (0: nothing)."""
+        return self._link.power_budget_mw or 0
+
+    def grant_power(self, mw: int) -> int:
+        """Play the phone's side of the power handshake (docs/power.md): grant the module ``mw``
+        milliwatts now, and its later requests (after a re-attach, a withdrawal, a reboot) up to
+        ``mw``. Returns the grant the module took: ``mw``, or 0 for one below its
+        ``min_grant_mw`` (2000 by default), which a requesting rail refuses and a granted one
+        takes as a withdrawal (switch open, requesting again; not a fault). A rail that is on
+        then judges over_budget against the new grant. ``grant_power(0)``: a phone that stops
+        its reverse charging; nothing is granted until the next ``grant_power``."""
+        return self._link.grant_power(mw)
 
     def faults(self) -> list[dict]:
         """The module's persisted fault log, oldest first (it survives resets)."""
@@ -448,7 +470,8 @@ class Camera:
             info = find_serial(self.usb_serial) if self.usb_serial else PortInfo(self.port)
             if info is not None and os.path.exists(info.device):
                 try:
-                    link = Link(info.device, max_frame_bytes=self.max_frame_bytes)
+                    link = Link(info.device, max_frame_bytes=self.max_frame_bytes,
+                                power_budget_mw=self._link.power_budget_mw or 0)  # the phone stays the same
                 except LinkError:
                     link = None
                 if link is not None:

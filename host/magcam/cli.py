@@ -15,7 +15,7 @@ from magcam_fw.scenario import KINDS as scenario_kinds
 
 from . import __version__
 from .atomic import write_bytes_atomic
-from .link import LinkError
+from .link import DEFAULT_POWER_BUDGET_MW, LinkError
 from .report import Reporter
 
 
@@ -230,9 +230,17 @@ def ports(json_mode: bool) -> None:
 @click.option("--focus-fps", type=float, default=10.0, show_default=True, callback=_fps,
               help="Rate of the focus frames (0.1..60; the module's limit).")
 @click.option("--roi", default="0.25,0.25,0.5,0.5", show_default=True, help="Focus region x,y,w,h (fractions).")
+@click.option("--budget", "budget_mw", type=click.IntRange(0, 0xFFFF), default=DEFAULT_POWER_BUDGET_MW,
+              show_default=True, metavar="MW",
+              help="Play a phone that gives this many mW: grant the module's power requests up to it "
+                   "(0: grant nothing, as with reverse charging off). The module refuses less than its "
+                   "min_grant_mw (2000 by default).")
 def monitor(port: str, json_mode: bool, duration: float | None, focus_meter: bool, focus_size: str,
-            focus_fps: float, roi: str) -> None:
-    """Print live events from the module: ring, attach, power, thermal, faults, link."""
+            focus_fps: float, roi: str, budget_mw: int) -> None:
+    """Print live events from the module: ring, attach, power, thermal, faults, link.
+
+    The host plays the phone in the power handshake: --budget sets what it grants, so a tester
+    can see a small grant refused, or a load that exceeds the grant cut as over_budget."""
     from .camera import connect
     from .discovery import PortError
 
@@ -241,7 +249,7 @@ def monitor(port: str, json_mode: bool, duration: float | None, focus_meter: boo
     live = out.console is not None
     meter = _focus_meter(focus_size, roi) if focus_meter else None
     try:
-        with connect(port) as cam:
+        with connect(port, power_budget_mw=budget_mw) as cam:
             if meter:
                 cam.start_stream(*meter.size, fps=focus_fps)
             if live:

@@ -212,8 +212,8 @@ class Dashboard:
         if state == "closed":
             self.link_closed = event.get("reason") or "closed"
             return
-        if state in ("session_lost", "resumed"):  # the host's own notes, shown with the device's logs
-            text = event.get("reason") if state == "session_lost" else f"new session {event.get('session')} opened"
+        if state in ("session_lost", "resumed", "grant_refused"):  # the host's own notes, shown with the device's logs
+            text = f"new session {event.get('session')} opened" if state == "resumed" else event.get("reason")
             self.logs.append({"type": "log", "t": event.get("t"), "level": P.LOG_WARNING,
                               "text": f"link: {text}", "seen_at": now})
             return

@@ -58,6 +58,13 @@ class CommandRejected(LinkError):
         self.message = message
 
 
+def check_budget(mw) -> int:
+    """A power grant in mW: an int 0..65535 (the wire's u16)."""
+    if isinstance(mw, bool) or not isinstance(mw, int) or not 0 <= mw <= 0xFFFF:
+        raise ValueError(f"power budget must be an int 0..65535 mW, got {mw!r}")
+    return mw
+
+
 class FrameError(LinkError):
     """A frame arrived broken or was aborted; ``frame_id`` says which (None: no frame came)."""
 
@@ -93,8 +100,9 @@ class Link:
         self.ser.reset_input_buffer()  # stale bytes from before we opened the port
         self.max_frame_bytes = max_frame_bytes
         # The host plays the phone: it grants the module's power requests up to this budget
-        # (None: never; the caller grants with CMD_POWER_GRANT itself).
-        self.power_budget_mw = power_budget_mw
+        # (None or 0: never; the caller grants with CMD_POWER_GRANT itself, or grant_power).
+        self.power_budget_mw = check_budget(power_budget_mw) if power_budget_mw is not None else None
+        self._grant_refused: int | None = None  # an automatic grant the module did not take
         self.state: dict[str, dict] = {}  # the latest event of each type
         self._chores: collections.deque = collections.deque()  # commands the reader may not wait on
         self._dec = P.Decoder()
@@ -285,6 +293,9 @@ class Link:
                     mtype, fields = self._chores.popleft()
                     if mtype is None:
                         self._resume_session()
+                    elif mtype == P.CMD_POWER_GRANT:
+                        if self.command(mtype, fields)["value"] == 0:
+                            self._refused(fields["budget_mw"])
                     else:
                         self.command(mtype, fields)
                 # The device ends a session after 5 s of host silence; keep ours alive.
@@ -293,11 +304,22 @@ class Link:
             except LinkError:
                 pass
 
+    def _refused(self, mw: int) -> None:
+        """An automatic grant the module did not take: say so once, and do not offer the same
+        again until the rail asks anew (a module that left meanwhile is not refusing)."""
+        if (self.state.get("power") or {}).get("state") != "requesting" or mw == self._grant_refused:
+            return
+        self._grant_refused = mw
+        self._push({"type": "link", "t": self.last_device_t, "state": "grant_refused", "offered_mw": mw,
+                    "reason": f"the module did not take a {mw} mW grant: less than its min_grant_mw "
+                              f"(2000 mW unless its descriptor says otherwise); its rail keeps requesting"})
+
     def _resume_session(self) -> None:
         """Open a new session after the module ended ours, and ask again for the stream we had
         (a reboot forgets it, and so does the end of a session)."""
         self._push({"type": "link", "t": self.last_device_t, "state": "session_lost",
                     "reason": "the module ended the session (it rebooted, or did not hear this host for 5 s)"})
+        self._grant_refused = None  # new firmware or descriptor may take it
         try:
             ack = self.command(P.CMD_CONNECT, {"version": P.VERSION, "host": "magcam-host"}, timeout=0.5, retries=2)
             if self._stream_request is not None:
@@ -383,12 +405,27 @@ class Link:
             return
         self.descriptor = descriptor
 
+    def grant_power(self, mw: int) -> int:
+        """Play the phone: grant ``mw`` now, and later requests up to ``mw`` (0: none); returns
+        the grant the module took (0: refused, or a withdrawal). See ``Camera.grant_power``."""
+        mw = check_budget(mw)
+        self.power_budget_mw = mw or None
+        self._grant_refused = None
+        taken = self.command(P.CMD_POWER_GRANT, {"budget_mw": mw})["value"]
+        if mw and not taken:
+            self._grant_refused = mw  # the caller has the answer: no automatic offer of the same
+        return taken
+
     def _push(self, event: dict) -> None:
         self.state[event["type"]] = event
-        if (event["type"] == "power" and event.get("state") == "requesting" and self.power_budget_mw
-                and not any(c[0] == P.CMD_POWER_GRANT for c in self._chores)):
-            grant = min(event["budget_mw"], self.power_budget_mw)
-            self._chores.append((P.CMD_POWER_GRANT, {"budget_mw": grant}))
+        if event["type"] == "power":
+            requesting = event.get("state") == "requesting"
+            if not requesting:
+                self._grant_refused = None  # a new request (after a detach, a withdrawal) gets a new offer
+            grant = min(event["budget_mw"], self.power_budget_mw) if requesting and self.power_budget_mw else 0
+            if (grant and grant != self._grant_refused
+                    and not any(c[0] == P.CMD_POWER_GRANT for c in self._chores)):
+                self._chores.append((P.CMD_POWER_GRANT, {"budget_mw": grant}))
         if len(self._events) == self._events.maxlen:
             self.events_dropped += 1
         self._events.append(event)
