@@ -95,3 +95,13 @@ def test_every_firmware_file_compiles_with_mpy_cross(tmp_path: Path) -> None:
         if proc.returncode != 0 or not out.is_file():
             rejected.append(f"{rel}: {(proc.stderr or proc.stdout).strip()}")
     assert not rejected, "mpy-cross rejects:\n" + "\n".join(rejected)
+
+
+@pytest.mark.parametrize("args", [[], ["--flsh", "x"], ["--flash"]])
+def test_sim_main_run_by_hand_needs_its_flash_folder_and_writes_nothing_without_it(tmp_path: Path, args) -> None:
+    # Its fault log and descriptor would otherwise land in the current directory (a checkout).
+    out = subprocess.run([_executable("micropython"), "-m", "magcam_fw.sim_main", *args], cwd=tmp_path,
+                         env=dict(os.environ, MICROPYPATH=f".frozen:{FIRMWARE}"), stdin=subprocess.DEVNULL,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "usage: micropython -m magcam_fw.sim_main --flash DIR" in out.stderr
+    assert list(tmp_path.iterdir()) == []
