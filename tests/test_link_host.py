@@ -9,7 +9,7 @@ import tty
 import numpy as np
 import pytest
 
-from magcam.link import FrameError, Link
+from magcam.link import FrameError, Link, LinkError
 from magcam_fw import protocol as P
 
 
@@ -149,3 +149,31 @@ def test_unreadable_frames_are_not_counted_as_lost(dev_link):
     dev.send(P.EV_ATTACH, (2, 0, 1))
     assert [link.next_event(5)["t"] for _ in range(2)] == [1, 2]
     assert link.stats()["seq_gaps"] == 0
+
+
+def _opening_error(port) -> str:
+    with pytest.raises(LinkError) as caught:
+        Link(str(port))
+    return str(caught.value)
+
+
+def test_a_port_that_is_not_a_serial_device_is_named_as_such(tmp_path):
+    regular = tmp_path / "regular.txt"
+    regular.write_text("")
+    for port in (regular, "/dev/null"):
+        assert "not a serial device" in _opening_error(port)
+    assert "no such port: check the cable" in _opening_error(tmp_path / "ttyACM9")
+
+
+def test_a_port_held_by_another_link_is_busy():
+    master, slave = os.openpty()
+    try:
+        tty.setraw(master)
+        first = Link(os.ttyname(slave), power_budget_mw=None)
+        try:
+            assert "the port is busy: close `magcam monitor`" in _opening_error(os.ttyname(slave))
+        finally:
+            first.close()
+    finally:
+        os.close(master)
+        os.close(slave)

@@ -49,6 +49,7 @@ from magcam_fw import board as fw_board
 from magcam_fw.protocol import VERSION as PROTOCOL_VERSION
 
 from .atomic import atomic_write
+from .discovery import port_hint
 from .firmware_image import (
     BOARDS_DIR,
     LIB_DIR,
@@ -59,7 +60,6 @@ from .firmware_image import (
     mpy_major,
     resolve_board,
 )
-from .flash import port_hint
 
 Progress = Callable[[str, int, int], None]
 Log = Callable[[str], None]

@@ -94,3 +94,24 @@ def resolve(port: str | os.PathLike) -> PortInfo:
 def find_serial(serial_number: str) -> PortInfo | None:
     """Where the board with this USB serial number is now (after a replug it may have moved)."""
     return next((c for c in candidates() if c.serial_number == serial_number), None)
+
+
+def port_hint(text: str) -> str | None:
+    """What usually fixes a serial-port error with this text (permissions, missing, busy, a
+    chip not in its bootloader), or None. The errno is looked at first: esptool's own text
+    names several causes at once."""
+    low = text.lower()
+    if "inappropriate ioctl" in low or "errno 25" in low:  # a regular file, /dev/null, a pipe
+        return "not a serial device: give the module's port (`magcam ports` lists them)"
+    if "permission denied" in low or "errno 13" in low:
+        return ("no permission: add yourself to the serial group (`sudo usermod -aG dialout $USER`, then log in "
+                "again) or install docs/udev/99-magcam.rules")
+    if "no such file" in low or "errno 2]" in low:
+        return "no such port: check the cable and `magcam ports`"
+    if "resource busy" in low or "errno 16" in low or "exclusive" in low:
+        return ("the port is busy: close `magcam monitor`, serial terminals and IDEs using it; ModemManager may be "
+                "probing it (install docs/udev/99-magcam.rules)")
+    if "failed to connect" in low or "wrong boot mode" in low or "no serial data" in low:
+        return ("no answer from the ROM bootloader: hold BOOT, press and release RESET, release BOOT, and run "
+                "this again (or use the board's USB-UART port)")
+    return None

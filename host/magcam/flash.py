@@ -44,6 +44,7 @@ from pathlib import Path
 from magcam_fw import board as fw_board
 
 from .atomic import write_bytes_atomic
+from .discovery import port_hint
 from .firmware_image import ImageError, check_output, check_image, resolve_board
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -293,25 +294,6 @@ def _esptool_output(progress: Progress | None, log: Log | None, stage: list[str]
         if partial:
             emit("".join(partial))
         EspLog.instance = saved
-
-
-def port_hint(text: str) -> str | None:
-    """What usually fixes a serial-port error with this text (permissions, missing, busy, a
-    chip not in its bootloader), or None. The errno is looked at first: esptool's own text
-    names several causes at once."""
-    low = text.lower()
-    if "permission denied" in low or "errno 13" in low:
-        return ("no permission: add yourself to the serial group (`sudo usermod -aG dialout $USER`, then log in "
-                "again) or install docs/udev/99-magcam.rules")
-    if "no such file" in low or "errno 2]" in low:
-        return "no such port: check the cable and `magcam ports`"
-    if "resource busy" in low or "errno 16" in low or "exclusive" in low:
-        return ("the port is busy: close `magcam monitor`, serial terminals and IDEs using it; ModemManager may be "
-                "probing it (install docs/udev/99-magcam.rules)")
-    if "failed to connect" in low or "wrong boot mode" in low or "no serial data" in low:
-        return ("no answer from the ROM bootloader: hold BOOT, press and release RESET, release BOOT, and run "
-                "this again (or use the board's USB-UART port)")
-    return None
 
 
 def one_line(text: str) -> str:

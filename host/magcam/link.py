@@ -27,6 +27,7 @@ import serial
 
 from magcam_fw import protocol as P
 
+from .discovery import port_hint
 from .events import to_event
 from .frame import RawFrame
 
@@ -95,7 +96,8 @@ class Link:
             self.ser = serial.Serial(port, baudrate=baudrate, timeout=0.05, exclusive=exclusive,
                                      write_timeout=self.WRITE_TIMEOUT_S)
         except (serial.SerialException, OSError) as e:
-            raise LinkError(f"cannot open {port}: {e}") from None
+            hint = port_hint(str(e))
+            raise LinkError(f"cannot open {port}: {e}" + (f" -- {hint}" if hint else "")) from None
         self.port = port
         self.ser.reset_input_buffer()  # stale bytes from before we opened the port
         self.max_frame_bytes = max_frame_bytes
