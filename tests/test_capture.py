@@ -354,6 +354,13 @@ def test_template_folders_on_disk_are_checked_before_connecting(tmp_path, make, 
     assert message.format(o=o) in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("out_dir", ["/dev/full", "/dev/null"])
+def test_an_out_that_is_a_device_is_a_usage_error_before_connecting(out_dir):
+    out = run_cli("capture", "--port", "/dev/nonexistent-magcam", "--out", out_dir)
+    assert out.returncode == 2, out.stderr
+    assert f"{out_dir} is not a directory" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_full_disk_leaves_no_partial_file(sim, tmp_path, monkeypatch, record_property):
     """A genuinely full filesystem: a 256 KiB tmpfs holds two 256x192 pairs (25 + 1 pages each) and
     not the third DNG. If mounting is refused, writes are made to fail with ENOSPC instead."""

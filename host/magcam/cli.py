@@ -302,6 +302,8 @@ def capture(port: str, out_dir: Path, burst: int | None, bracket: str | None, wi
 
     if burst is not None and bracket is not None:
         raise click.UsageError("--burst and --bracket cannot be combined")
+    if out_dir.exists() and not out_dir.is_dir():  # click's file_okay=False lets devices through
+        raise click.BadParameter(f"{out_dir} is not a directory", param_hint="--out")
     try:
         evs = parse_evs(bracket) if bracket is not None else None
     except ValueError as e:
