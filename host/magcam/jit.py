@@ -6,11 +6,11 @@ Usage::
     from magcam.jit import numba                 # numba itself, e.g. numba.get_num_threads()
 
 Why: the first time numba compiles or loads a kernel it imports ``numba.np.arraymath``, and
-that module's import checks for a BLAS by importing ``scipy.linalg`` (installed here through
-colour-science). On the 2-core reference machine that is 0.3 s of a cold ``magcam process``
-(about a fifth of a 24 MP run from a fresh process; tools/bench/stages.py shows it under
-``kernel_load``). magcam's kernels call no BLAS, so this module imports arraymath first, with
-the probe's import answered "not installed".
+that module's import checks for a BLAS by importing ``scipy.linalg`` wherever SciPy is
+installed (most scientific Python environments; magcam does not need it, so a clean install of
+it has none). On the 2-core reference machine that is 0.1-0.3 s of a cold ``magcam process``
+(tools/bench/stages.py shows it under ``kernel_load``). magcam's kernels call no BLAS, so this
+module imports arraymath first, with the probe's import answered "not installed".
 
 What else it changes, in this process only: numba's ``np.convolve`` / ``np.correlate`` in other
 jitted code use numba's plain loop rather than BLAS ``dot``. ``np.dot`` and ``np.linalg`` still
