@@ -1,4 +1,4 @@
-"""magcam.jit: numba loads magcam's kernels without importing scipy's BLAS (0.3 s of a cold run)."""
+"""magcam.jit: numba loads magcam's kernels without importing scipy's BLAS (0.1-0.3 s of a cold run where SciPy is installed)."""
 
 import json
 import subprocess

@@ -76,7 +76,16 @@ def test_monitor_budget_below_the_minimum_is_refused_and_said_once():
     assert {e["state"] for e in of(events, "power")} == {"requesting"}
     refused = [e for e in of(events, "link") if e.get("state") == "grant_refused"]
     assert len(refused) == 1 and refused[0]["offered_mw"] == 1500  # not again at every request
-    assert "1500 mW" in refused[0]["reason"] and "min_grant_mw" in refused[0]["reason"]
+    assert "1500 mW" in refused[0]["reason"] and "min_grant_mw (2000 mW)" in refused[0]["reason"]
+
+
+def test_the_refusal_names_the_minimum_of_the_module_s_descriptor(tmp_path, descriptor):
+    mine = dict(descriptor, power=dict(descriptor.get("power") or {}, min_grant_mw=3000))
+    (tmp_path / "descriptor.json").write_text(json.dumps(mine))
+    with Simulator(descriptor=tmp_path / "descriptor.json") as sim, \
+            magcam.connect(sim.port, power_budget_mw=2500) as cam:
+        refused = cam.link.wait_state("link", lambda e: e.get("state") == "grant_refused", 3.0)
+    assert refused is not None and "min_grant_mw (3000 mW)" in refused["reason"]
 
 
 def test_monitor_budget_zero_grants_nothing():

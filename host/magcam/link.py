@@ -314,7 +314,15 @@ class Link:
         self._grant_refused = mw
         self._push({"type": "link", "t": self.last_device_t, "state": "grant_refused", "offered_mw": mw,
                     "reason": f"the module did not take a {mw} mW grant: less than its min_grant_mw "
-                              f"(2000 mW unless its descriptor says otherwise); its rail keeps requesting"})
+                              f"({self._min_grant_mw()} mW); its rail keeps requesting"})
+
+    def _min_grant_mw(self):
+        """The module's smallest grant: its descriptor's, else the firmware's own default."""
+        from magcam_fw.power import DEFAULT_LIMITS
+
+        power = (self.descriptor or {}).get("power")
+        mw = power.get("min_grant_mw") if isinstance(power, dict) else None
+        return mw if isinstance(mw, int) and not isinstance(mw, bool) else DEFAULT_LIMITS["min_grant_mw"]
 
     def _resume_session(self) -> None:
         """Open a new session after the module ended ours, and ask again for the stream we had
